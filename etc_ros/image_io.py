@@ -1,0 +1,281 @@
+"""sensor_msgs Image/CompressedImage <-> numpy, with cv_bridge's encoding semantics.
+
+The only cv_bridge installable here is a ROS 1 shim that breaks on OpenCV 5 and numpy 2, so we
+convert ourselves: zero-copy views where the message layout allows, and every field validated so
+that a bad message becomes one short ImageConversionError instead of a crash or garbage.
+
+The converters read message fields by name only, so they accept rclpy messages and the
+dataclasses that `rosbags` deserialises alike.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import Header
+
+
+class ImageConversionError(ValueError):
+    """A message that cannot be turned into an image; str() is a short one-line reason."""
+
+
+SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
+
+# encoding -> (element dtype, channels, canonical encoding). The OpenCV-style aliases follow
+# cv_bridge: 8UC3 is taken as OpenCV's BGR order.
+_LAYOUTS: dict[str, tuple[np.dtype, int, str]] = {
+    "rgb8": (np.dtype(np.uint8), 3, "rgb8"),
+    "bgr8": (np.dtype(np.uint8), 3, "bgr8"),
+    "rgba8": (np.dtype(np.uint8), 4, "rgba8"),
+    "bgra8": (np.dtype(np.uint8), 4, "bgra8"),
+    "mono8": (np.dtype(np.uint8), 1, "mono8"),
+    "mono16": (np.dtype(np.uint16), 1, "mono16"),
+    "8UC1": (np.dtype(np.uint8), 1, "mono8"),
+    "8UC3": (np.dtype(np.uint8), 3, "bgr8"),
+    "16UC1": (np.dtype(np.uint16), 1, "mono16"),
+}
+
+_TO_RGB = {
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+}
+_FROM_RGB = {
+    "bgr8": cv2.COLOR_RGB2BGR,
+    "rgba8": cv2.COLOR_RGB2RGBA,
+    "bgra8": cv2.COLOR_RGB2BGRA,
+    "mono8": cv2.COLOR_RGB2GRAY,
+}
+
+
+def _layout(encoding: str) -> tuple[np.dtype, int, str]:
+    try:
+        return _LAYOUTS[encoding]
+    except KeyError:
+        raise ImageConversionError(
+            f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+        ) from None
+
+
+def _check_size(width: int, height: int, max_pixels: int | None) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageConversionError(f"zero width or height ({width}x{height})")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageConversionError(
+            f"image too large ({width}x{height} = {width * height} pixels"
+            f" > max_pixels {max_pixels})"
+        )
+
+
+def image_to_numpy(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """Image -> array in the message's own layout and dtype, like cv_bridge's passthrough.
+
+    Shape (H, W) for one channel, (H, W, C) otherwise. A view on msg.data where possible (row
+    padding becomes a stride); big-endian mono16 is byte-swapped into a native copy.
+    """
+    dtype, channels, _ = _layout(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    _check_size(width, height, max_pixels)
+    row = width * channels * dtype.itemsize
+    if step < row:
+        raise ImageConversionError(
+            f"step smaller than width*channels*bytes ({step} < {row} for {width}px "
+            f"{msg.encoding})"
+        )
+    buf = np.frombuffer(msg.data, dtype=np.uint8)
+    if buf.size < step * height:
+        raise ImageConversionError(f"data shorter than step*height ({buf.size} < {step * height})")
+    wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    arr = np.ndarray(
+        shape=(height, width, channels),
+        dtype=wire,
+        buffer=buf,
+        strides=(step, channels * dtype.itemsize, dtype.itemsize),
+    )
+    if not wire.isnative:
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr[:, :, 0] if channels == 1 else arr
+
+
+def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """Array in `encoding` layout -> contiguous (H, W, 3) uint8 RGB, the model's input format.
+
+    mono16 keeps its high byte (cv_bridge scales 16->8 bit the same way). rgb8 input that is
+    already contiguous is returned as is (no copy).
+    """
+    dtype, channels, canonical = _layout(encoding)
+    expected = (arr.ndim == 2 and channels == 1) or (arr.ndim == 3 and arr.shape[2] == channels)
+    if arr.dtype != dtype or not expected:
+        raise ImageConversionError(
+            f"array {arr.dtype} {arr.shape} does not match encoding {encoding!r}"
+        )
+    if arr.ndim == 3 and channels == 1:
+        arr = arr[:, :, 0]
+    if canonical == "rgb8":
+        return np.ascontiguousarray(arr)
+    if canonical == "mono16":
+        arr = (arr >> 8).astype(np.uint8)
+        canonical = "mono8"
+    return cv2.cvtColor(np.ascontiguousarray(arr), _TO_RGB[canonical])
+
+
+def _jpeg_dims(data: memoryview) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's SOF segment without decoding, or None if not found."""
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # stand-alone markers
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height = (data[pos + 5] << 8) | data[pos + 6]
+            width = (data[pos + 7] << 8) | data[pos + 8]
+            return width, height
+        pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return None
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _compressed_dims(data: memoryview) -> tuple[str, tuple[int, int] | None]:
+    """Sniff the container: ("png"|"jpeg", header dims or None). Raises if it is neither."""
+    if bytes(data[:8]) == _PNG_MAGIC and len(data) >= 24:
+        width = int.from_bytes(bytes(data[16:20]), "big")
+        height = int.from_bytes(bytes(data[20:24]), "big")
+        return "png", (width, height)
+    if bytes(data[:2]) == b"\xff\xd8":
+        return "jpeg", _jpeg_dims(data)
+    raise ImageConversionError(f"data is neither JPEG nor PNG ({len(data)} bytes)")
+
+
+def compressed_to_numpy(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """CompressedImage (jpeg/png, any image_transport format string) -> (H, W, 3) uint8 RGB.
+
+    The header's dimensions are checked against max_pixels before decoding, so a tiny file that
+    claims a huge image is refused without allocating it.
+    """
+    fmt = str(msg.format).lower()
+    if "compresseddepth" in fmt or (fmt and not any(k in fmt for k in ("jpeg", "jpg", "png"))):
+        raise ImageConversionError(f"unsupported compressed format {msg.format!r} (jpeg or png)")
+    data = memoryview(np.frombuffer(msg.data, dtype=np.uint8))
+    if len(data) == 0:
+        raise ImageConversionError("empty compressed data")
+    kind, dims = _compressed_dims(data)
+    if dims is not None:
+        _check_size(*dims, max_pixels)
+    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageConversionError(f"corrupt {kind} data ({len(data)} bytes)")
+    _check_size(bgr.shape[1], bgr.shape[0], max_pixels)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def msg_to_rgb8(msg: Image | CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """Either message type -> (H, W, 3) uint8 RGB: the one call the node and sources need."""
+    if hasattr(msg, "format"):
+        return compressed_to_numpy(msg, max_pixels)
+    return to_rgb8(image_to_numpy(msg, max_pixels), msg.encoding)
+
+
+def _byte_array(arr: np.ndarray) -> array.array:
+    # rclpy's uint8[] setter takes an array.array('B') as is; anything else is checked per element.
+    out = array.array("B")
+    out.frombytes(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return out
+
+
+def numpy_to_image(arr: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """Array -> Image like cv_bridge's cv2_to_imgmsg: layout taken as is, no colour conversion.
+
+    `arr` must already match `encoding` (dtype and channels); step is packed (no padding).
+    """
+    from sensor_msgs.msg import Image
+
+    dtype, channels, _ = _layout(encoding)
+    expected = (arr.ndim == 2 and channels == 1) or (arr.ndim == 3 and arr.shape[2] == channels)
+    if arr.dtype.newbyteorder("=") != dtype or not expected:
+        raise ImageConversionError(
+            f"array {arr.dtype} {arr.shape} does not match encoding {encoding!r}"
+        )
+    _check_size(arr.shape[1], arr.shape[0], None)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = int(arr.dtype.byteorder == ">")
+    msg.step = int(arr.shape[1] * channels * dtype.itemsize)
+    msg.data = _byte_array(arr)
+    return msg
+
+
+def rgb8_to_image(rgb: np.ndarray, encoding: str = "rgb8", header: Header | None = None) -> Image:
+    """RGB uint8 -> Image in any supported encoding (mono16 widens by 257): for tests and replay."""
+    _, _, canonical = _layout(encoding)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageConversionError(f"expected (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}")
+    if canonical == "rgb8":
+        out = rgb
+    elif canonical == "mono16":
+        out = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
+    else:
+        out = cv2.cvtColor(np.ascontiguousarray(rgb), _FROM_RGB[canonical])
+    return numpy_to_image(out, encoding, header)
+
+
+def encode_compressed(
+    rgb: np.ndarray, fmt: str = "jpeg", header: Header | None = None, quality: int = 90
+) -> CompressedImage:
+    """RGB uint8 -> CompressedImage with the format string compressed_image_transport writes."""
+    from sensor_msgs.msg import CompressedImage
+
+    if fmt not in ("jpeg", "png"):
+        raise ImageConversionError(f"unsupported compressed format {fmt!r} (jpeg or png)")
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageConversionError(f"expected (H, W, 3) uint8 RGB, got {rgb.dtype} {rgb.shape}")
+    params: list[Any] = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
+    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png",
+                           cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageConversionError(f"OpenCV could not encode {fmt}")
+    msg = CompressedImage()
+    if header is not None:
+        msg.header = header
+    msg.format = f"rgb8; {fmt} compressed bgr8"
+    msg.data = _byte_array(buf)
+    return msg
+
+
+def image_transport_base(topic: str) -> str:
+    """The image_transport base topic: '/cam/image_raw/compressed' -> '/cam/image_raw'."""
+    if not topic or topic.endswith("/"):
+        raise ValueError(f"invalid image topic {topic!r}")
+    if topic.endswith("/compressed") and len(topic) > len("/compressed"):
+        return topic[: -len("/compressed")]
+    return topic
+
+
+def output_namespace(topic: str) -> str:
+    """Where a camera's outputs go: the base topic's namespace + '/segmentation'.
+
+    '/cam/image_raw' -> '/cam/segmentation'; '/image_raw' -> '/segmentation';
+    a relative 'image_raw' -> 'segmentation' (resolved against the node's namespace).
+    """
+    base = image_transport_base(topic)
+    ns, sep, _ = base.rpartition("/")
+    return f"{ns}/segmentation" if sep else "segmentation"
