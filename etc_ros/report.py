@@ -1,0 +1,219 @@
+"""Human-readable evaluation report: markdown tables, plots and a side-by-side overlay video.
+
+`evaluate` owns the numbers (the JSON); this module only presents them, so a team can look at a
+run (which model flickers where, how latency is spread) without writing plotting code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # backend chosen first
+import numpy as np
+
+from etc_ros.labels import colorize, overlay
+
+REPORT_NAME = "report.md"
+TC_PLOT = "tc_per_frame.png"
+LATENCY_PLOT = "latency_hist.png"
+PER_CLASS_PLOT = "per_class.png"
+VIDEO_NAME = "overlay.mp4"
+
+# Panels wider than this are scaled down so the video stays small enough to share.
+_MAX_PANEL_WIDTH = 640
+_CAPTION_HEIGHT = 28
+
+
+@dataclass
+class ModelSeries:
+    """Per-frame raw data behind one model's summary numbers (not part of the JSON)."""
+
+    name: str
+    tc_per_pair: list[tuple[int, float]] = field(default_factory=list)  # (frame index t+1, TC %)
+    forward_ms: list[float] = field(default_factory=list)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> str:
+    """Render the evaluate JSON as markdown: a models x metrics table and a per-class table."""
+    models = results["models"]
+    inp = results["input"]
+    lines = ["# Evaluation report", ""]
+    lines.append("Input: " + ", ".join(f"{k}={v}" for k, v in inp.items() if k != "skipped_reasons"))
+    if inp.get("skipped"):
+        reasons = "; ".join(f"{r} (x{n})" for r, n in inp.get("skipped_reasons", {}).items())
+        lines.append("")
+        lines.append(f"Skipped {inp['skipped']} corrupt frame(s): {reasons}")
+    lines += [
+        "",
+        "| model | frames | mIoU % | TC % | forward p50 ms | forward p95 ms | FPS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in models:
+        lat = m["latency_ms"]
+        lines.append(
+            f"| {m['name']} | {m['frames']} | {_fmt(m['miou'])} | {_fmt(m['tc'])} | "
+            f"{_fmt(lat['p50'])} | {_fmt(lat['p95'])} | {_fmt(m['fps'], 1)} |"
+        )
+    lines += [
+        "",
+        ("TC: per-class IoU between pred(t) and pred(t+1) warped into t with DIS flow (nearest "
+         "neighbour, pixels leaving the frame or failing the forward-backward check excluded), "
+         "accumulated over all pairs, mean over classes present. "
+         "FPS = 1000 / mean forward latency."),
+        "",
+        "## Per class",
+        "",
+    ]
+    class_names: list[str] = []
+    for m in models:
+        class_names += [c for c in m["per_class"] if c not in class_names]
+    header = "| class | " + " | ".join(f"{m['name']} IoU | {m['name']} TC" for m in models) + " |"
+    lines += [header, "|---|" + "---:|---:|" * len(models)]
+    for cname in class_names:
+        cells = []
+        for m in models:
+            entry = m["per_class"].get(cname, {})
+            cells += [_fmt(entry.get("iou")), _fmt(entry.get("tc"))]
+        if any(c != "–" for c in cells):
+            lines.append(f"| {cname} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if figures:
+        lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+    if video:
+        lines += [f"Side-by-side overlay video: [{video}]({video})", ""]
+    return "\n".join(lines)
+
+
+def plot_tc_per_frame(series: list[ModelSeries], path: Path) -> None:
+    """Line plot of per-pair TC: dips show where a model flickers."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for s in series:
+        if s.tc_per_pair:
+            xs, ys = zip(*s.tc_per_pair)
+            ax.plot(xs, ys, label=s.name, linewidth=1.2)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("TC % (pair t-1, t)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_latency(series: list[ModelSeries], path: Path) -> None:
+    """Histogram of per-frame forward latency: the tail matters for a robot, not just the mean."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    values = [v for s in series for v in s.forward_ms]
+    bins = np.histogram_bin_edges(values, bins=30) if values else 10
+    for s in series:
+        if s.forward_ms:
+            ax.hist(s.forward_ms, bins=bins, alpha=0.6, label=s.name)
+    ax.set_xlabel("forward latency (ms)")
+    ax.set_ylabel("frames")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_per_class(models: list[dict[str, Any]], path: Path) -> None:
+    """Grouped bars of per-class IoU (when labels exist) and TC, one bar per model."""
+    names: list[str] = []
+    for m in models:
+        names += [c for c in m["per_class"] if c not in names]
+    metrics = [k for k in ("iou", "tc") if any(
+        e.get(k) is not None for m in models for e in m["per_class"].values())]
+    names = [c for c in names if any(
+        m["per_class"].get(c, {}).get(k) is not None for m in models for k in metrics)]
+    fig, axes = plt.subplots(max(len(metrics), 1), 1, figsize=(max(6, 0.5 * len(names) + 2), 3.2
+                             * max(len(metrics), 1)), squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(names))
+    for ax, metric in zip(axes[:, 0], metrics):
+        for i, m in enumerate(models):
+            vals = [m["per_class"].get(c, {}).get(metric) for c in names]
+            ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=m["name"])
+        ax.set_ylabel(f"{metric.upper()} %")
+        ax.set_ylim(0, 100)
+        ax.set_xticks(x + width * (len(models) - 1) / 2, names, rotation=45, ha="right",
+                      fontsize=8)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class SideBySideVideo:
+    """Writes `input | model A | model B ...` overlay panels with captions to an mp4."""
+
+    def __init__(self, path: Path, captions: list[str], palettes: list[np.ndarray],
+                 fps: float = 10.0, alpha: float = 0.5) -> None:
+        self.path = Path(path)
+        self.captions = ["input"] + list(captions)
+        self.palettes = palettes
+        self.fps = fps
+        self.alpha = alpha
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None  # panel (width, height)
+        self.frames = 0
+
+    def add(self, rgb: np.ndarray, labels: list[np.ndarray]) -> None:
+        """Append one frame; every model's labels must have the frame's size."""
+        if self._size is None:
+            h, w = rgb.shape[:2]
+            scale = min(1.0, _MAX_PANEL_WIDTH / w)
+            # Even sizes keep common codecs and players happy.
+            self._size = (max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2))
+            pw, ph = self._size
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps,
+                                           (pw * len(self.captions), ph + _CAPTION_HEIGHT))
+            if not self._writer.isOpened():
+                raise OSError(f"cannot open video writer for {self.path}")
+        pw, ph = self._size
+        panels = [rgb] + [overlay(rgb, colorize(lab, pal), self.alpha)
+                          for lab, pal in zip(labels, self.palettes)]
+        row = []
+        for img, caption in zip(panels, self.captions):
+            panel = cv2.resize(img, (pw, ph), interpolation=cv2.INTER_AREA)
+            strip = np.zeros((_CAPTION_HEIGHT, pw, 3), np.uint8)
+            cv2.putText(strip, caption[:40], (6, _CAPTION_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.55, (255, 255, 255), 1, cv2.LINE_AA)
+            row.append(np.vstack([strip, panel]))
+        assert self._writer is not None
+        self._writer.write(cv2.cvtColor(np.hstack(row), cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (the mp4 index is written here)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def write_report(results: dict[str, Any], series: list[ModelSeries], out_dir: Path,
+                 video: str | None = None) -> Path:
+    """Write plots and report.md into out_dir (the video is written by SideBySideVideo)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = []
+    if any(s.tc_per_pair for s in series):
+        plot_tc_per_frame(series, out_dir / TC_PLOT)
+        figures.append(TC_PLOT)
+    plot_latency(series, out_dir / LATENCY_PLOT)
+    figures.append(LATENCY_PLOT)
+    plot_per_class(results["models"], out_dir / PER_CLASS_PLOT)
+    figures.append(PER_CLASS_PLOT)
+    path = out_dir / REPORT_NAME
+    path.write_text(markdown(results, figures, video), encoding="utf-8")
+    return path
