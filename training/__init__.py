@@ -1,0 +1,1 @@
+"""ETC training recipe: data, flow cache, losses, training loop and export."""
