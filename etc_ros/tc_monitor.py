@@ -1,0 +1,114 @@
+"""Live temporal-consistency monitor: rolling TC of one camera's outputs, off the inference path.
+
+The node hands every output (labels + the rgb it came from) to ``submit``, which only swaps a
+reference under a lock; a daemon thread computes flow and TC on a downscaled copy. When the
+worker falls behind, older pending pairs are dropped (newest pair wins), so the monitor can never
+add latency or queue memory to the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+import cv2
+import numpy as np
+
+from etc_ros.temporal import consistency_flow, pair_iou_counts, tc_from_counts
+
+_log = logging.getLogger(__name__)
+
+_Frame = tuple[np.ndarray, np.ndarray]
+
+
+class LiveTCMonitor:
+    """Rolling TC (percent) between consecutive outputs of one camera.
+
+    Arrays passed to ``submit`` are kept by reference, not copied (copying full frames would cost
+    the inference thread); the caller must not modify them afterwards.
+    """
+
+    def __init__(self, num_classes: int, scale: float = 0.25, preset: str = "ultrafast",
+                 window: int = 30) -> None:
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.num_classes = num_classes
+        self.scale = scale
+        self.preset = preset
+        self._values: deque[float] = deque(maxlen=window)
+        self._cond = threading.Condition()
+        self._prev: _Frame | None = None
+        self._pending: tuple[_Frame, _Frame] | None = None
+        self._busy = False
+        self._closed = False
+        self.pairs_done = 0
+        self.pairs_dropped = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name="tc-monitor", daemon=True)
+        self._thread.start()
+
+    def submit(self, labels: np.ndarray, rgb: np.ndarray) -> None:
+        """Offer the newest output; pairs it with the previous one. Never waits for the worker."""
+        frame = (labels, rgb)
+        with self._cond:
+            if self._closed:
+                return
+            prev, self._prev = self._prev, frame
+            if prev is None or prev[0].shape != labels.shape or prev[1].shape != rgb.shape:
+                return  # first frame, or the camera changed resolution: no comparable pair
+            if self._pending is not None:
+                self.pairs_dropped += 1
+            self._pending = (prev, frame)
+            self._cond.notify_all()
+
+    def value(self) -> float | None:
+        """Rolling mean TC over the last ``window`` pairs, or None before the first pair."""
+        with self._cond:
+            return float(np.mean(self._values)) if self._values else None
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until the pending pair (if any) is processed; True if idle (tests, shutdown)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending is None and not self._busy, timeout)
+
+    def close(self) -> None:
+        """Stop the worker (a pending pair is discarded) and join it."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._closed:
+                    return
+                pair, self._pending = self._pending, None
+                self._busy = True
+            try:
+                tc = self._pair_tc(*pair)
+            except Exception:  # a bad frame must not kill the monitor for the node's lifetime
+                _log.exception("live TC monitor: pair failed")
+                tc = None
+                with self._cond:
+                    self.errors += 1
+            with self._cond:
+                if tc is not None:
+                    self._values.append(tc)
+                self.pairs_done += 1
+                self._busy = False
+                self._cond.notify_all()
+
+    def _pair_tc(self, prev: _Frame, cur: _Frame) -> float | None:
+        """TC of one pair on copies downscaled by ``scale`` (labels nearest, rgb area)."""
+        h, w = prev[0].shape[:2]
+        size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+        lab0, lab1 = (cv2.resize(f[0], size, interpolation=cv2.INTER_NEAREST) for f in (prev, cur))
+        rgb0, rgb1 = (cv2.resize(f[1], size, interpolation=cv2.INTER_AREA) for f in (prev, cur))
+        flow, valid = consistency_flow(rgb0, rgb1, self.preset)
+        return tc_from_counts(*pair_iou_counts(lab0, lab1, flow, valid, self.num_classes))

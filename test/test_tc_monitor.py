@@ -1,0 +1,81 @@
+"""LiveTCMonitor: static scenes score ~100, random labels score low, submit never blocks."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from etc_ros.tc_monitor import LiveTCMonitor
+
+
+def textured(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth random rgb texture so DIS has gradients to track."""
+    noise = np.random.default_rng(seed).random((h // 4, w // 4)).astype(np.float32)
+    img = cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
+    img = np.clip(img * 255, 0, 255).astype(np.uint8)
+    return np.repeat(img[:, :, None], 3, axis=2)
+
+
+def block_labels(seed: int, h: int = 64, w: int = 128) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.kron(rng.integers(0, 19, (h // 16, w // 16)), np.ones((16, 16))).astype(np.uint8)
+
+
+@pytest.fixture
+def monitor():
+    mon = LiveTCMonitor(num_classes=19, scale=0.25, preset="ultrafast", window=10)
+    yield mon
+    mon.close()
+
+
+def test_static_scene_is_about_100(monitor: LiveTCMonitor) -> None:
+    assert monitor.value() is None
+    rgb, labels = textured(64, 128, seed=4), block_labels(0)
+    for _ in range(4):
+        monitor.submit(labels, rgb)
+        assert monitor.drain(timeout=60)
+    assert monitor.pairs_done == 3 and monitor.errors == 0
+    assert monitor.value() == pytest.approx(100.0, abs=1.0)
+
+
+def test_random_labels_score_low(monitor: LiveTCMonitor) -> None:
+    rng = np.random.default_rng(5)
+    rgb = textured(64, 128, seed=5)
+    for _ in range(4):
+        monitor.submit(rng.integers(0, 19, (64, 128)).astype(np.uint8), rgb)
+        assert monitor.drain(timeout=60)
+    assert monitor.errors == 0
+    assert monitor.value() is not None and monitor.value() < 25.0
+
+
+def test_submit_does_not_block_while_worker_busy(monitor: LiveTCMonitor,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    started, release = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def slow_pair(prev, cur) -> float:
+        seen.append((int(prev[0][0, 0]), int(cur[0][0, 0])))
+        started.set()
+        release.wait()
+        return 50.0
+
+    monkeypatch.setattr(monitor, "_pair_tc", slow_pair)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    frames = [np.full((8, 8), i, np.uint8) for i in range(5)]
+    monitor.submit(frames[0], rgb)
+    monitor.submit(frames[1], rgb)
+    assert started.wait(timeout=60)  # the worker is now stuck inside pair (0, 1)
+
+    submitter = threading.Thread(target=lambda: [monitor.submit(f, rgb) for f in frames[2:]])
+    submitter.start()
+    submitter.join(timeout=60)
+    blocked = submitter.is_alive()
+    release.set()
+    assert not blocked, "submit waited for the busy worker"
+    assert monitor.drain(timeout=60)
+    # pairs (1,2) and (2,3) were superseded; only the newest pending pair ran
+    assert seen == [(0, 1), (3, 4)]
+    assert monitor.pairs_dropped == 2 and monitor.value() == pytest.approx(50.0)
