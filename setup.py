@@ -1,0 +1,36 @@
+"""ament_python package: `colcon build` on a robot, `pip install -e .` off-robot (make venv)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "etc_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["weights/*.safetensors"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+        (f"share/{PACKAGE}/weights", glob(f"{PACKAGE}/weights/*.safetensors")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="etc_ros team",
+    maintainer_email="team@etc-ros.invalid",
+    description="Temporally consistent per-frame semantic segmentation node (ETC, ECCV 2020).",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            f"segmentation_node = {PACKAGE}.node:main",
+            f"replay = {PACKAGE}.replay:main",
+            f"evaluate = {PACKAGE}.evaluate:main",
+            f"bench = {PACKAGE}.bench:main",
+        ],
+    },
+)
