@@ -86,7 +86,9 @@ class BagReader:
                     name: info.msgcount for name, info in reader.topics.items()
                 }
         except Exception as exc:  # noqa: BLE001 - rosbags reports corruption with many types
-            raise SourceError(f"unreadable or truncated bag {self.path}: {_one_line(exc)}") from None
+            raise SourceError(
+                f"unreadable or truncated bag {self.path}: {_one_line(exc)}"
+            ) from None
 
     def describe_topics(self) -> str:
         """'/a (type), /b (type)' for error messages."""
