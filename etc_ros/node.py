@@ -1,0 +1,443 @@
+"""The segmentation node: camera frames in, per-frame labels and diagnostics out.
+
+Data path: subscription callbacks only park the newest message of each camera in a slot
+(latest-frame-wins, so latency never queues behind a slow model); one worker thread takes every
+ready slot, decodes (image_io), runs one batch (Segmenter) and publishes with the input's header.
+
+    python -m etc_ros.node --ros-args -p image_topics:="['/cam/image_raw']"
+"""
+from __future__ import annotations
+
+import array
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from rclpy.subscription import Subscription
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64, Header, String
+
+from etc_ros import image_io, labels
+from etc_ros.checkpoint import CheckpointError
+from etc_ros.diagnostics import CameraStats
+from etc_ros.segmenter import SegmentationResult, Segmenter, resolve_device
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "student_etc.safetensors"
+# Parameters that only take effect when the node (re)builds subscriptions or the model.
+RESTART_REQUIRED = frozenset({
+    "image_topics", "model_path", "device", "half", "output_resolution", "input_reliability",
+    "input_queue_depth", "output_queue_depth", "diagnostics_period_s", "diagnostics_window",
+    "tc_monitor",
+})
+CHOICES = {
+    "output_resolution": ("input", "model"),
+    "input_reliability": ("auto", "reliable", "best_effort"),
+}
+RELIABILITY_CHECK_PERIOD_S = 0.5  # how soon `auto` follows a camera publisher appearing
+BAD_FRAME_WARNING_PERIOD_S = 5.0  # at most one bad-frame warning per camera in this period
+
+
+class StartupError(ValueError):
+    """A parameter that makes start-up impossible; the message is one line naming it."""
+
+
+def _descriptor(description: str, *, floats: tuple[float, float] | None = None,
+                ints: tuple[int, int] | None = None) -> ParameterDescriptor:
+    return ParameterDescriptor(
+        description=description,
+        floating_point_range=[FloatingPointRange(from_value=floats[0], to_value=floats[1])]
+        if floats else [],
+        integer_range=[IntegerRange(from_value=ints[0], to_value=ints[1])] if ints else [],
+    )
+
+
+@dataclass
+class _Camera:
+    """One input topic: its subscription, output publishers, stats and latest-frame slot."""
+
+    topic: str
+    out_ns: str
+    msg_type: type
+    stats: CameraStats
+    label: Publisher
+    color: Publisher
+    overlay: Publisher
+    confidence: Publisher
+    latency: Publisher
+    classes: Publisher
+    reliability: ReliabilityPolicy
+    subscription: Subscription | None = None
+    pending: tuple[Any, float] | None = None  # (message, monotonic receive time)
+    last_warning: float = -1e9
+    monitor: Any = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class SegmentationNode(Node):
+    """Segments every frame of one or more cameras; see the module docstring for the data path."""
+
+    def __init__(self, node_name: str = "segmentation_node", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        declared = self.declare_parameters("", [
+            ("image_topics", ["/camera/image_raw"], _descriptor(
+                "Input image topics; '.../compressed' topics carry CompressedImage, others "
+                "Image. Outputs go to <namespace of the base topic>/segmentation/*.")),
+            ("model_path", "", _descriptor(
+                "etc_ros safetensors checkpoint; empty = the packaged "
+                "etc_ros/weights/student_etc.safetensors.")),
+            ("device", "auto", _descriptor(
+                "auto | cpu | cuda | cuda:N. auto falls back to the CPU with a warning; an "
+                "explicit cuda without CUDA is a start-up error.")),
+            ("half", True, _descriptor("Run fp16 on CUDA devices (ignored on the CPU).")),
+            ("output_resolution", "input", _descriptor(
+                "input: labels at the camera's resolution (nearest neighbour); model: at the "
+                "model's input size.")),
+            ("overlay_alpha", 0.5, _descriptor(
+                "Weight of the class colours in the overlay image.", floats=(0.0, 1.0))),
+            ("max_pixels", 16_777_216, _descriptor(
+                "Frames with more pixels are skipped as bad input (0 = no limit).",
+                ints=(0, 2**31 - 1))),
+            ("input_reliability", "auto", _descriptor(
+                "auto | reliable | best_effort. auto follows the publishers on the graph: "
+                "reliable when all of them are reliable, re-checked as publishers come and go.")),
+            ("input_queue_depth", 1, _descriptor(
+                "Keep-last depth of the input subscriptions (the node only uses the newest).",
+                ints=(1, 100))),
+            ("output_queue_depth", 2, _descriptor(
+                "Keep-last depth of the (reliable) output publishers.", ints=(1, 100))),
+            ("latency_budget_ms", 100.0, _descriptor(
+                "Diagnostics WARN when the p95 header-stamp->publish latency exceeds this.",
+                floats=(0.0, 1e6))),
+            ("stale_timeout_s", 2.0, _descriptor(
+                "Diagnostics WARN when a camera sends nothing for this long.",
+                floats=(0.0, 1e6))),
+            ("diagnostics_period_s", 1.0, _descriptor(
+                "Period of the /diagnostics status.", floats=(0.05, 3600.0))),
+            ("diagnostics_window", 100, _descriptor(
+                "Number of recent frames the latency percentiles are taken over.",
+                ints=(1, 100_000))),
+            ("publish_latency", True, _descriptor(
+                "Publish <ns>/segmentation/latency_ms (std_msgs/Float64, header stamp to "
+                "publish) for every frame.")),
+            ("tc_monitor", False, _descriptor(
+                "Live temporal-consistency monitor per camera (own thread, downscaled DIS "
+                "flow), reported in /diagnostics.")),
+        ])
+        p = {param.name: param.value for param in declared}
+        for name, value in p.items():
+            reason = _check_value(name, value)
+            if reason:
+                raise StartupError(f"parameter {name}: {reason}")
+        topics = [self.resolve_topic_name(t) for t in p["image_topics"]]
+        _check_topics(topics)
+        self._alpha: float = p["overlay_alpha"]
+        self._max_pixels: int | None = p["max_pixels"] or None
+        self._budget_ms: float = p["latency_budget_ms"]
+        self._stale_s: float = p["stale_timeout_s"]
+        self._publish_latency: bool = p["publish_latency"]
+        self._reliability_mode: str = p["input_reliability"]
+        self._input_depth: int = p["input_queue_depth"]
+
+        device = resolve_device(p["device"], warn=self.get_logger().warning)
+        model_path = Path(p["model_path"]) if p["model_path"] else DEFAULT_MODEL
+        self.segmenter = Segmenter(model_path, device, half=p["half"] and device.type == "cuda",
+                                   model_resolution_output=p["output_resolution"] == "model")
+        meta = self.segmenter.meta
+        self._palette = np.asarray(meta.palette, dtype=np.uint8)
+        self.segmenter.warmup(batch_sizes=tuple(sorted({1, len(topics)})))
+        self._static_values = {
+            "device": str(device),
+            "precision": self.segmenter.precision,
+            "model": str(model_path),
+            "architecture": meta.architecture,
+            "model input (HxW)": f"{meta.input_size[0]}x{meta.input_size[1]}",
+        }
+
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["output_queue_depth"],
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        classes_msg = String(data=labels.classes_yaml(meta.class_names, self._palette))
+        self._cond = threading.Condition()
+        self._stop = False
+        self.cameras: list[_Camera] = []
+        for topic in topics:
+            ns = image_io.output_namespace(topic)
+            cam = _Camera(
+                topic=topic, out_ns=ns,
+                msg_type=CompressedImage if image_io.image_transport_base(topic) != topic
+                else Image,
+                stats=CameraStats(topic, window=p["diagnostics_window"]),
+                label=self.create_publisher(Image, f"{ns}/label", out_qos),
+                color=self.create_publisher(Image, f"{ns}/color", out_qos),
+                overlay=self.create_publisher(Image, f"{ns}/overlay", out_qos),
+                confidence=self.create_publisher(Image, f"{ns}/confidence", out_qos),
+                latency=self.create_publisher(Float64, f"{ns}/latency_ms", out_qos),
+                classes=self.create_publisher(String, f"{ns}/classes", latched),
+                reliability=self._wanted_reliability(topic) or ReliabilityPolicy.BEST_EFFORT,
+            )
+            cam.classes.publish(classes_msg)
+            if p["tc_monitor"]:
+                from etc_ros.tc_monitor import LiveTCMonitor
+                cam.monitor = LiveTCMonitor(meta.num_classes)
+            self._subscribe(cam)
+            self.cameras.append(cam)
+
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+        if self._reliability_mode == "auto":
+            self.create_timer(RELIABILITY_CHECK_PERIOD_S, self._follow_publishers)
+        self.add_on_set_parameters_callback(self._validate_change)
+        self.add_post_set_parameters_callback(self._apply_change)
+        self._worker = threading.Thread(target=self._work, name="segmentation_worker",
+                                        daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"segmenting {', '.join(topics)} with {model_path.name} ({meta.architecture}, "
+            f"{meta.input_size[0]}x{meta.input_size[1]}) on {device} "
+            f"{self.segmenter.precision}")
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _wanted_reliability(self, topic: str) -> ReliabilityPolicy | None:
+        """Reliability to subscribe with; None in auto mode while no publisher is known."""
+        if self._reliability_mode == "reliable":
+            return ReliabilityPolicy.RELIABLE
+        if self._reliability_mode == "best_effort":
+            return ReliabilityPolicy.BEST_EFFORT
+        infos = self.get_publishers_info_by_topic(topic)
+        if not infos:
+            return None
+        # Like rosbag2: reliable only if every publisher is, since a reliable subscription
+        # does not match a best-effort publisher at all.
+        reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+        return ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+
+    def _subscribe(self, cam: _Camera) -> None:
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._input_depth,
+                         reliability=cam.reliability, durability=DurabilityPolicy.VOLATILE)
+        cam.subscription = self.create_subscription(
+            cam.msg_type, cam.topic, lambda msg, cam=cam: self._on_image(cam, msg), qos)
+
+    def _follow_publishers(self) -> None:
+        """`auto` reliability: re-subscribe when the publishers' reliability changes."""
+        for cam in self.cameras:
+            wanted = self._wanted_reliability(cam.topic)
+            if wanted is None or wanted == cam.reliability:
+                continue
+            self.get_logger().info(
+                f"{cam.topic}: publishers changed, subscribing {wanted.name.lower()}")
+            self.destroy_subscription(cam.subscription)
+            cam.reliability = wanted
+            self._subscribe(cam)
+
+    def _on_image(self, cam: _Camera, msg: Image | CompressedImage) -> None:
+        """Only park the frame: the newest one wins, an unprocessed one it replaces is dropped."""
+        now = time.monotonic()
+        cam.stats.on_receive(now)
+        with self._cond:
+            if cam.pending is not None:
+                cam.stats.on_drop()
+            cam.pending = (msg, now)
+            self._cond.notify()
+
+    # -- inference worker ---------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._stop or any(c.pending for c in self.cameras))
+                if self._stop:
+                    return
+                ready = [(c, *c.pending) for c in self.cameras if c.pending]
+                for cam, _, _ in ready:
+                    cam.pending = None
+            self._process(ready)
+
+    def _process(self, ready: list[tuple[_Camera, Any, float]]) -> None:
+        batch = []
+        for cam, msg, received in ready:
+            try:
+                batch.append((cam, msg, received, image_io.msg_to_rgb8(msg, self._max_pixels)))
+            except image_io.ImageConversionError as exc:
+                self._bad_frame(cam, str(exc))
+        if not batch:
+            return
+        want_conf = any(c.confidence.get_subscription_count() > 0 for c, *_ in batch)
+        try:
+            results = self.segmenter.segment([rgb for *_, rgb in batch], want_conf)
+        except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory: keep serving
+            for cam, *_ in batch:
+                self._bad_frame(cam, f"inference failed: {exc}".splitlines()[0])
+            return
+        timings = self.segmenter.last_timings
+        for (cam, msg, received, rgb), result in zip(batch, results, strict=True):
+            self._publish(cam, msg.header, rgb, result, received)
+            cam.stats.on_timings(timings.preprocess_ms, timings.forward_ms,
+                                 timings.postprocess_ms)
+
+    def _bad_frame(self, cam: _Camera, reason: str) -> None:
+        cam.stats.on_bad(reason)
+        now = time.monotonic()
+        if now - cam.last_warning >= BAD_FRAME_WARNING_PERIOD_S:
+            cam.last_warning = now
+            self.get_logger().warning(
+                f"{cam.topic}: skipped bad frame: {reason} ({cam.stats.bad} bad so far)")
+
+    def _publish(self, cam: _Camera, header: Header, rgb: np.ndarray,
+                 result: SegmentationResult, received: float) -> None:
+        label_enc = "mono8" if result.labels.dtype == np.uint8 else "mono16"
+        cam.label.publish(image_io.numpy_to_image(result.labels, label_enc, header))
+        receive_ms = (time.monotonic() - received) * 1e3
+        stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
+        stamp_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else None
+        cam.stats.on_published(stamp_ms, receive_ms, header.frame_id)
+        if self._publish_latency and stamp_ms is not None:
+            cam.latency.publish(Float64(data=stamp_ms))
+        # Everything below is for people looking at it: computed only while someone looks.
+        want_overlay = cam.overlay.get_subscription_count() > 0
+        if want_overlay or cam.color.get_subscription_count() > 0:
+            color = labels.colorize(result.labels, self._palette)
+            cam.color.publish(image_io.numpy_to_image(color, "rgb8", header))
+            if want_overlay:
+                if rgb.shape[:2] != color.shape[:2]:
+                    rgb = cv2.resize(rgb, (color.shape[1], color.shape[0]),
+                                     interpolation=cv2.INTER_AREA)
+                blend = labels.overlay(rgb, color, self._alpha)
+                cam.overlay.publish(image_io.numpy_to_image(blend, "rgb8", header))
+        if result.confidence is not None and cam.confidence.get_subscription_count() > 0:
+            cam.confidence.publish(_float_image(result.confidence, header))
+        if cam.monitor is not None:
+            cam.monitor.submit(result.labels, rgb)
+
+    # -- diagnostics and parameters -------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        for cam in self.cameras:
+            if cam.monitor is not None:
+                cam.stats.set_tc(cam.monitor.value())
+            extra = dict(self._static_values, **{"input reliability": cam.reliability.name})
+            msg.status.append(cam.stats.status(
+                now, node_name=self.get_name(), latency_budget_ms=self._budget_ms,
+                stale_timeout_s=self._stale_s, extra=extra))
+        self._diag_pub.publish(msg)
+
+    def _validate_change(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            if param.name in RESTART_REQUIRED:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{param.name} cannot change while running (restart required)")
+            reason = _check_value(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=f"{param.name}: {reason}")
+        return SetParametersResult(successful=True)
+
+    def _apply_change(self, params: list[Parameter]) -> None:
+        for param in params:
+            if param.name == "overlay_alpha":
+                self._alpha = param.value
+            elif param.name == "max_pixels":
+                self._max_pixels = param.value or None
+            elif param.name == "latency_budget_ms":
+                self._budget_ms = param.value
+            elif param.name == "stale_timeout_s":
+                self._stale_s = param.value
+            elif param.name == "publish_latency":
+                self._publish_latency = param.value
+
+    def destroy_node(self) -> None:
+        """Stop the worker and monitors before the publishers they use go away."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._worker.join()
+        for cam in self.cameras:
+            if cam.monitor is not None:
+                cam.monitor.close()
+        super().destroy_node()
+
+
+def _check_value(name: str, value: Any) -> str | None:
+    """Checks descriptors cannot express; returns the reason a value is refused."""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"{value!r} is not one of {', '.join(CHOICES[name])}"
+    if name == "device":
+        try:
+            resolve_device(value, warn=lambda _: None)
+        except ValueError as exc:
+            return str(exc)
+    if name == "image_topics" and not value:
+        return "give at least one image topic"
+    return None
+
+
+def _check_topics(topics: list[str]) -> None:
+    """Two inputs must not write to the same outputs."""
+    seen: dict[str, str] = {}
+    for topic in topics:
+        ns = image_io.output_namespace(topic)
+        if ns in seen:
+            raise StartupError(
+                f"parameter image_topics: {seen[ns]} and {topic} would both publish to {ns}")
+        seen[ns] = topic
+
+
+def _float_image(arr: np.ndarray, header: Header) -> Image:
+    """(H, W) float32 -> 32FC1 Image; image_io covers camera encodings only."""
+    msg = Image(header=header, height=arr.shape[0], width=arr.shape[1], encoding="32FC1",
+                is_bigendian=int(sys.byteorder == "big"), step=arr.shape[1] * 4)
+    msg.data = array.array("B", np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return msg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `segmentation_node`; start-up problems are one line and exit code 1."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = None
+    try:
+        node = SegmentationNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (StartupError, CheckpointError, ParameterException, ValueError) as exc:
+        print(f"segmentation_node: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
