@@ -1,0 +1,150 @@
+"""Precompute DIS optical flow between labelled frames and their neighbours, once, as float16.
+
+``python -m training.flow_cache --data-root ROOT --split train [--max-offset 3] [--preset medium]
+[--workers N] [--label-stride S] [--layout generic|cityscapes|camvid]``
+
+For every labelled frame t (every S-th frame index only, with ``--label-stride S``) and every
+neighbour s = t±k, k = 1..K inside the sequence, both t -> s and s -> t are stored, so the
+training loss can run the forward-backward check. Files: ``<flow dir>/flow/<t:06d>_<s:06d>.npy``
+(H, W, 2) float16, where the flow dir is the sequence folder in the generic and CamVid layouts
+and t, s are frame indices in the sequence's sorted frame list. Existing files are skipped and
+new ones are written atomically, so an interrupted run just resumes. K must be at least the
+training config's maximum offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from etc_ros.temporal import DIS_PRESETS, compute_flow
+
+PAIRS_PER_JOB = 8
+
+
+def flow_path(flow_dir: str | Path, t: int, s: int) -> Path:
+    """Where the flow from frame t to frame s of a sequence is cached."""
+    return Path(flow_dir) / "flow" / f"{t:06d}_{s:06d}.npy"
+
+
+def load_flow(seq_dir: str | Path, t: int, s: int) -> np.ndarray:
+    """Cached flow t -> s as float32 (H, W, 2); a missing or bad file raises naming it."""
+    path = flow_path(seq_dir, t, s)
+    if not path.is_file():
+        raise FileNotFoundError(f"flow cache file missing: {path} "
+                                f"(run python -m training.flow_cache with a large enough "
+                                f"--max-offset)")
+    try:
+        flow = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"unreadable flow cache file {path}: {e}") from e
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flow cache file {path} has shape {flow.shape}, expected (H, W, 2)")
+    return flow.astype(np.float32)
+
+
+def neighbour_pairs(num_frames: int, labelled: Sequence[int], max_offset: int,
+                    label_stride: int = 1) -> list[tuple[int, int]]:
+    """(a, b) index pairs to cache, both directions, for labelled frames t with t % stride == 0."""
+    pairs: set[tuple[int, int]] = set()
+    for t in labelled:
+        if t % label_stride:
+            continue
+        for k in range(1, max_offset + 1):
+            for s in (t - k, t + k):
+                if 0 <= s < num_frames:
+                    pairs.update({(t, s), (s, t)})
+    return sorted(pairs)
+
+
+def _save_atomic(path: Path, flow: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, flow.astype(np.float16), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _run_job(job: tuple[list[str], str, list[int], list[tuple[int, int]], str]) -> int:
+    """Compute and save one chunk of pairs of one sequence; returns the number of pairs done."""
+    from training.datasets import read_rgb  # lazy: training.datasets imports load_flow from here
+
+    frames, flow_dir, frame_ids, pairs, preset = job
+    cache: dict[int, np.ndarray] = {}
+    for a, b in pairs:
+        for i in (a, b):
+            if i not in cache:
+                cache[i] = read_rgb(Path(frames[i]))
+        _save_atomic(flow_path(flow_dir, frame_ids[a], frame_ids[b]),
+                     compute_flow(cache[a], cache[b], preset))
+    return len(pairs)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already; nested OpenCV threads only contend
+
+
+def build_cache(data_root: str | Path, split: str, layout: str = "generic", max_offset: int = 3,
+                preset: str = "medium", workers: int = 1, label_stride: int = 1) -> int:
+    """Compute every missing flow of one split; returns how many files were written."""
+    from training.datasets import load_sequences  # lazy, see _run_job
+
+    if max_offset < 1 or label_stride < 1 or workers < 1:
+        raise ValueError("--max-offset, --label-stride and --workers must be >= 1")
+    if preset not in DIS_PRESETS:
+        raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
+    jobs = []
+    for seq in load_sequences(data_root, split, layout):
+        todo = [(a, b) for a, b in neighbour_pairs(len(seq.frames), sorted(seq.labels),
+                                                   max_offset, label_stride)
+                if not flow_path(seq.flow_dir, seq.frame_ids[a], seq.frame_ids[b]).is_file()]
+        for i in range(0, len(todo), PAIRS_PER_JOB):
+            jobs.append(([str(p) for p in seq.frames], str(seq.flow_dir), list(seq.frame_ids),
+                         todo[i:i + PAIRS_PER_JOB], preset))
+    total = sum(len(j[3]) for j in jobs)
+    with tqdm(total=total, desc=f"flow {split}", unit="pair") as bar:
+        if workers == 1:
+            for job in jobs:
+                bar.update(_run_job(job))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # no fork after OpenCV/torch threads
+            with ctx.Pool(workers, initializer=_init_worker) as pool:
+                for n in pool.imap_unordered(_run_job, jobs):
+                    bar.update(n)
+    return total
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; one-line error and exit code 2 on bad data or arguments."""
+    from training.datasets import LAYOUTS, DatasetError  # lazy, see _run_job
+
+    ap = argparse.ArgumentParser(prog="python -m training.flow_cache", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--layout", default="generic", choices=LAYOUTS)
+    ap.add_argument("--max-offset", type=int, default=3)
+    ap.add_argument("--preset", default="medium", choices=sorted(DIS_PRESETS))
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--label-stride", type=int, default=1)
+    args = ap.parse_args(argv)
+    try:
+        n = build_cache(args.data_root, args.split, args.layout, args.max_offset, args.preset,
+                        args.workers, args.label_stride)
+    except (DatasetError, ValueError) as e:
+        print(f"flow_cache: {e}", file=sys.stderr)
+        return 2
+    print(f"flow_cache: wrote {n} flow file(s) for split {args.split!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
