@@ -36,7 +36,8 @@ def _to_gray(img: np.ndarray) -> np.ndarray:
         return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     if img.ndim == 3 and img.shape[2] == 4:
         return cv2.cvtColor(img, cv2.COLOR_RGBA2GRAY)
-    raise ValueError(f"compute_flow needs (H,W), (H,W,1), (H,W,3) or (H,W,4) images, got {img.shape}")
+    raise ValueError(f"compute_flow needs (H,W), (H,W,1), (H,W,3) or (H,W,4) images, "
+                     f"got {img.shape}")
 
 
 def compute_flow(src: np.ndarray, dst: np.ndarray, preset: str = "medium") -> np.ndarray:
@@ -62,7 +63,8 @@ def flow_to_tensor(flow: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)[None]
 
 
-def warp(t: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+def warp(t: torch.Tensor, flow: torch.Tensor,
+         mode: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``t`` at ``x + flow(x)``; returns (warped, valid) with valid (N,1,H,W) bool.
 
     ``valid`` is False where the sample point lies outside the frame (those pixels have no
@@ -80,17 +82,19 @@ def warp(t: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> tuple[t
     is_float = t.is_floating_point()
     if not is_float and mode != "nearest":
         raise ValueError("warp: integer tensors (labels) must be warped with mode='nearest'")
-    src = t if is_float else t.float()
-    flow = flow.to(device=t.device, dtype=src.dtype)
-    ys = torch.arange(h, device=t.device, dtype=src.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=t.device, dtype=src.dtype).view(1, 1, w)
+    # sample in float32 (float64 if given): a half-precision grid is off by up to ~0.5 px at
+    # typical widths, and AMP logits or float16 cached flows would otherwise bring one
+    work = torch.float64 if t.dtype == torch.float64 else torch.float32
+    src = t.to(work)
+    flow = flow.to(device=t.device, dtype=work)
+    ys = torch.arange(h, device=t.device, dtype=work).view(1, h, 1)
+    xs = torch.arange(w, device=t.device, dtype=work).view(1, 1, w)
     px = xs + flow[:, 0]
     py = ys + flow[:, 1]
     valid = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
     grid = torch.stack((2.0 * px / max(w - 1, 1) - 1.0, 2.0 * py / max(h - 1, 1) - 1.0), dim=-1)
     out = F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=True)
-    if not is_float:
-        out = out.round().to(t.dtype)
+    out = out.to(t.dtype) if is_float else out.round().to(t.dtype)
     return out, valid[:, None]
 
 
@@ -102,8 +106,8 @@ def forward_backward_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha: f
     the other frame (or badly tracked) have no consistent round trip. Pixels whose forward flow
     leaves the frame are excluded as well, since zero padding would make them look consistent.
     """
-    bw_warped, inside = warp(flow_bw, flow_fw, mode="bilinear")
-    fw = flow_fw.to(bw_warped.dtype)
+    fw = flow_fw.float()
+    bw_warped, inside = warp(flow_bw.float(), fw, mode="bilinear")
     lhs = (fw + bw_warped).pow(2).sum(1, keepdim=True)
     rhs = alpha * (fw.pow(2).sum(1, keepdim=True) + bw_warped.pow(2).sum(1, keepdim=True)) + beta
     return (lhs < rhs) & inside
@@ -202,7 +206,7 @@ class TemporalConsistency:
 
     def update(self, pred_t: np.ndarray, pred_t1: np.ndarray, flow_t_to_t1: np.ndarray,
                valid: np.ndarray | None = None) -> float | None:
-        """Add one consecutive pair; returns this pair's TC in percent (None if no class present)."""
+        """Add one consecutive pair; returns its TC in percent (None if no class present)."""
         inter, union = pair_iou_counts(pred_t, pred_t1, flow_t_to_t1, valid, self.num_classes)
         self._inter += inter
         self._union += union

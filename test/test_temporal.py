@@ -46,6 +46,13 @@ def test_warp_bilinear_half_pixel_interpolates() -> None:
     assert valid[0, 0, 0].tolist() == [True, True, False]
 
 
+def test_warp_half_precision_input_samples_on_exact_grid() -> None:
+    ramp = torch.arange(1001, dtype=torch.float16).view(1, 1, 1, 1001)
+    warped, valid = temporal.warp(ramp, torch.zeros(1, 2, 1, 1001, dtype=torch.float16))
+    assert warped.dtype == torch.float16 and valid.all()
+    assert torch.equal(warped, ramp)
+
+
 def test_warp_labels_nearest_keeps_ids_and_rejects_bilinear() -> None:
     labels = np.array([[1, 7, 3, 9]], np.uint8)
     warped, inside = temporal.warp_labels(labels, const_flow(1, 4, 0.6, 0))

@@ -232,7 +232,7 @@ class ETCLoss(nn.Module):
         if teacher is not None:
             if w["kd"] > 0:
                 parts["kd"] = torch.stack([pixel_kd_loss(s.logits, t.logits, self.temperature)
-                                           for s, t in zip(student, teacher)]).mean()
+                                           for s, t in zip(student, teacher, strict=True)]).mean()
             if w["pf"] > 0:
                 parts["pf"] = pf_loss(s_c.features, student[neighbor].features,
                                       teacher[center].features, teacher[neighbor].features,
@@ -240,7 +240,7 @@ class ETCLoss(nn.Module):
             if w["structured"] > 0:
                 parts["structured"] = torch.stack(
                     [structured_loss(s.features, t.features, self.grid)
-                     for s, t in zip(student, teacher)]).mean()
+                     for s, t in zip(student, teacher, strict=True)]).mean()
             if w["mf"] > 0:
                 parts["mf"] = self.mf([s.features for s in student],
                                       [t.features for t in teacher])
