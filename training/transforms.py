@@ -1,0 +1,162 @@
+"""Clip transforms: one random draw per clip, applied to every frame, the label and the flows.
+
+Temporal losses compare frames through optical flow, so augmentation must keep the clip
+geometrically coherent: the same scale, crop and flip for every frame, and each flow field moved
+with its images (resampled, its vectors rescaled, its x component negated on a flip).
+Modelled on torchvision's references/segmentation transforms, which move image and target
+together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+import torch
+
+from etc_ros.labels import IGNORE_INDEX
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Clip:
+    """Frames of one training sample in time order, with the labelled frame at ``key``.
+
+    ``label`` belongs to ``frames[key]``; ``flows[(i, j)]`` is the (H, W, 2) flow from frame i to
+    frame j (indices into ``frames``), in pixels, ``flow[y, x] = (dx, dy)``.
+    """
+
+    frames: list[np.ndarray]
+    label: np.ndarray
+    key: int
+    flows: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) shared by every array of the clip."""
+        return self.frames[0].shape[0], self.frames[0].shape[1]
+
+
+def resize_clip(clip: Clip, size: tuple[int, int]) -> Clip:
+    """Resize every array to (height, width): bilinear images/flows, nearest labels.
+
+    Flow vectors are pixel displacements, so they are multiplied by the per-axis scale.
+    """
+    h, w = size
+    oh, ow = clip.size
+    if (h, w) == (oh, ow):
+        return clip
+    frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in clip.frames]
+    label = cv2.resize(clip.label, (w, h), interpolation=cv2.INTER_NEAREST)
+    gain = np.array([w / ow, h / oh], dtype=np.float32)
+    flows = {
+        k: cv2.resize(v.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) * gain
+        for k, v in clip.flows.items()
+    }
+    return replace(clip, frames=frames, label=label, flows=flows)
+
+
+def hflip_clip(clip: Clip) -> Clip:
+    """Mirror left-right; a mirrored flow field also points the other way in x."""
+    frames = [np.ascontiguousarray(f[:, ::-1]) for f in clip.frames]
+    label = np.ascontiguousarray(clip.label[:, ::-1])
+    flows = {}
+    for k, v in clip.flows.items():
+        flipped = np.array(v[:, ::-1], dtype=np.float32)
+        flipped[..., 0] *= -1.0
+        flows[k] = flipped
+    return replace(clip, frames=frames, label=label, flows=flows)
+
+
+def crop_clip(clip: Clip, top: int, left: int, size: tuple[int, int]) -> Clip:
+    """Crop a window, padding where it leaves the clip (images 0, label ignore, flow 0).
+
+    Cropping translates both ends of every flow vector equally, so vectors are unchanged.
+    """
+    h, w = size
+    oh, ow = clip.size
+    pad_b, pad_r = max(0, top + h - oh), max(0, left + w - ow)
+
+    def cut(a: np.ndarray, fill: float) -> np.ndarray:
+        if pad_b or pad_r:
+            pads = ((0, pad_b), (0, pad_r)) + ((0, 0),) * (a.ndim - 2)
+            a = np.pad(a, pads, constant_values=fill)
+        return np.ascontiguousarray(a[top : top + h, left : left + w])
+
+    return replace(
+        clip,
+        frames=[cut(f, 0) for f in clip.frames],
+        label=cut(clip.label, IGNORE_INDEX),
+        flows={k: cut(v.astype(np.float32), 0.0) for k, v in clip.flows.items()},
+    )
+
+
+def jitter_clip(
+    clip: Clip, brightness: float, contrast: float, saturation: float
+) -> Clip:
+    """One photometric change (factors around 1) for every frame; labels and flows untouched."""
+    out = []
+    for f in clip.frames:
+        x = f.astype(np.float32) * brightness
+        x = (x - x.mean()) * contrast + x.mean()
+        gray = x.mean(axis=2, keepdims=True)
+        x = (x - gray) * saturation + gray
+        out.append(np.clip(x, 0, 255).astype(np.uint8))
+    return replace(clip, frames=out)
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """Random scale, crop to ``crop_size``, horizontal flip and colour jitter, one draw per clip.
+
+    ``base_size`` is the resolution the model runs at; random scales are relative to it.
+    """
+
+    base_size: tuple[int, int]
+    crop_size: tuple[int, int]
+    scale_range: tuple[float, float]
+    flip_prob: float = 0.5
+    jitter: float = 0.2
+
+    def __call__(self, clip: Clip, rng: np.random.Generator) -> Clip:
+        scale = rng.uniform(*self.scale_range)
+        size = (
+            max(1, round(self.base_size[0] * scale)),
+            max(1, round(self.base_size[1] * scale)),
+        )
+        clip = resize_clip(clip, size)
+        ch, cw = self.crop_size
+        top = int(rng.integers(0, max(0, size[0] - ch) + 1))
+        left = int(rng.integers(0, max(0, size[1] - cw) + 1))
+        clip = crop_clip(clip, top, left, self.crop_size)
+        if rng.random() < self.flip_prob:
+            clip = hflip_clip(clip)
+        if self.jitter > 0:
+            b, c, s = rng.uniform(1 - self.jitter, 1 + self.jitter, size=3)
+            clip = jitter_clip(clip, float(b), float(c), float(s))
+        return clip
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Resize to the model's input size only, so validation sees what the node sees."""
+
+    base_size: tuple[int, int]
+
+    def __call__(self, clip: Clip, rng: np.random.Generator) -> Clip:
+        return resize_clip(clip, self.base_size)
+
+
+def normalize(
+    frames: list[np.ndarray],
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> torch.Tensor:
+    """RGB uint8 frames (H, W, 3) -> normalised float tensor (T, 3, H, W)."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (x - m) / s
