@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -125,7 +126,7 @@ def _load_models(paths: Sequence[str], device: str) -> list[_ModelRun]:
         if not p.is_file():
             raise _UsageError(f"model file not found: {p}")
     runs = []
-    for name, path in zip(_unique_names(resolved), resolved):
+    for name, path in zip(_unique_names(resolved), resolved, strict=True):
         seg = Segmenter(str(path), device=device)
         classes = list(seg.meta.class_names)
         runs.append(_ModelRun(
@@ -150,7 +151,7 @@ def _chunks(source: FrameSource, max_frames: int | None) -> Iterator[list[Frame]
 
 
 def _accumulate_confusion(confusion: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> None:
-    """Add one frame to the (gt x pred) confusion matrix; ignore-index and unknown gt ids skipped."""
+    """Add one frame to the (gt x pred) confusion matrix; ignore and unknown gt ids left out."""
     n = confusion.shape[0]
     keep = (gt != IGNORE_INDEX) & (gt < n)
     idx = gt[keep].astype(np.int64) * n + np.minimum(pred[keep].astype(np.int64), n - 1)
@@ -185,14 +186,11 @@ def _run(source: FrameSource, runs: list[_ModelRun], preset: str, max_frames: in
             good: list[tuple[Frame, tuple[np.ndarray, np.ndarray] | None]] = []
             bar.set_postfix_str("flow")
             for f in chunk:
-                if f.rgb is None:
+                if f.rgb is None or f.error is not None:  # corrupt image, or its bad label
                     skipped[f.error or "unreadable frame"] += 1
                     bar.update(len(runs))
                     prev = None  # a pair spanning a skipped frame is not consecutive
                     continue
-                if f.label is not None and f.label.shape != f.rgb.shape[:2]:
-                    raise _UsageError(f"label of frame {f.index} ({f.sequence}) has shape "
-                                      f"{f.label.shape}, image {f.rgb.shape[:2]}")
                 pair = None
                 if prev is not None and prev.sequence == f.sequence \
                         and prev.rgb is not None and prev.rgb.shape == f.rgb.shape:
@@ -270,10 +268,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     report_dir = Path(args.report_dir) if args.report_dir else None
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        description = source.describe()
         video = SideBySideVideo(report_dir / VIDEO_NAME, [r.name for r in runs],
-                                [r.palette for r in runs],
-                                fps=float(description.get("fps") or 10.0))
+                                [r.palette for r in runs], fps=source.rate_hz or 10.0)
     try:
         stats = _run(source, runs, args.flow_preset, args.max_frames, video)
     finally:
@@ -294,6 +290,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; bad input gives one line on stderr and exit 2, never a traceback."""
+    # FFmpeg logs its own lines ("moov atom not found") on a bad video; our one line says it all.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

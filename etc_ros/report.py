@@ -48,7 +48,8 @@ def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> 
     models = results["models"]
     inp = results["input"]
     lines = ["# Evaluation report", ""]
-    lines.append("Input: " + ", ".join(f"{k}={v}" for k, v in inp.items() if k != "skipped_reasons"))
+    shown = (f"{k}={v}" for k, v in inp.items() if k != "skipped_reasons")
+    lines.append("Input: " + ", ".join(shown))
     if inp.get("skipped"):
         reasons = "; ".join(f"{r} (x{n})" for r, n in inp.get("skipped_reasons", {}).items())
         lines.append("")
@@ -99,7 +100,7 @@ def plot_tc_per_frame(series: list[ModelSeries], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for s in series:
         if s.tc_per_pair:
-            xs, ys = zip(*s.tc_per_pair)
+            xs, ys = zip(*s.tc_per_pair, strict=True)
             ax.plot(xs, ys, label=s.name, linewidth=1.2)
     ax.set_xlabel("frame")
     ax.set_ylabel("TC % (pair t-1, t)")
@@ -140,10 +141,11 @@ def plot_per_class(models: list[dict[str, Any]], path: Path) -> None:
                              * max(len(metrics), 1)), squeeze=False)
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(names))
-    for ax, metric in zip(axes[:, 0], metrics):
+    for ax, metric in zip(axes[:, 0], metrics, strict=False):  # 1 axis if no metric
         for i, m in enumerate(models):
             vals = [m["per_class"].get(c, {}).get(metric) for c in names]
-            ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width, label=m["name"])
+            ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width,
+                   label=m["name"])
         ax.set_ylabel(f"{metric.upper()} %")
         ax.set_ylim(0, 100)
         ax.set_xticks(x + width * (len(models) - 1) / 2, names, rotation=45, ha="right",
@@ -183,9 +185,9 @@ class SideBySideVideo:
                 raise OSError(f"cannot open video writer for {self.path}")
         pw, ph = self._size
         panels = [rgb] + [overlay(rgb, colorize(lab, pal), self.alpha)
-                          for lab, pal in zip(labels, self.palettes)]
+                          for lab, pal in zip(labels, self.palettes, strict=True)]
         row = []
-        for img, caption in zip(panels, self.captions):
+        for img, caption in zip(panels, self.captions, strict=True):
             panel = cv2.resize(img, (pw, ph), interpolation=cv2.INTER_AREA)
             strip = np.zeros((_CAPTION_HEIGHT, pw, 3), np.uint8)
             cv2.putText(strip, caption[:40], (6, _CAPTION_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX,
