@@ -21,7 +21,7 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from etc_ros import image_io
+from etc_ros import image_io, replay
 from etc_ros.sources import BagWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,16 +245,28 @@ def _bad_inputs(tmp: Path) -> list[tuple[list, str]]:
         (["--bag", tmp / "bag", "--record", tmp / "exists.mcap", "--record-topics", "/a"],
          "exists already"),
         (["--bag", tmp / "bag", "--record-topics", "/a"], "needs --record"),
-        (["--qos", "fast"], "invalid choice"),
         (["--bag", tmp / "bag", "--wait-subscribers", "1", "--wait-timeout", "0.3"],
          "has 0 of 1 subscribers"),
     ]
 
 
-def test_bad_inputs_one_line(tmp_path: Path) -> None:
+def test_bad_inputs_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """In process, through main(): the console script's return code and stderr."""
     for args, reason in _bad_inputs(tmp_path):
-        proc = _replay(*args)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode != 0, args
-        assert len(lines) == 1 and lines[0].startswith("replay: error:"), (args, proc.stderr)
+        code = replay.main([str(a) for a in args])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code != 0, args
+        assert len(lines) == 1 and lines[0].startswith("replay: error:"), (args, lines)
         assert reason in lines[0], (args, lines[0])
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--bag", "/nonexistent/bag"], "bag not found"),
+    (["--qos", "fast"], "invalid choice"),
+])
+def test_bad_inputs_as_a_program(args: list[str], reason: str) -> None:
+    """`python -m etc_ros.replay`: exit code != 0, one line, no traceback."""
+    proc = _replay(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("replay: error:") and reason in lines[0]
