@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from etc_ros import image_io, sources
@@ -141,15 +142,15 @@ class _Input:
             self.total = len(self.frames)
         self.classes = {t: _message_class(m) for t, m in self.types.items()}
 
-    def messages(self, now_stamp) -> Iterator[_Outgoing]:
-        """One pass over the input as messages ready to publish (restamped just before)."""
+    def messages(self) -> Iterator[_Outgoing]:
+        """One pass over the input as messages ready to publish (stamped by the player)."""
         if self.is_bag:
             for i, m in enumerate(self.bag.messages(self.topics)):
-                timing = self._timing(i, m.timestamp_ns)
                 payload: Any = m.data
                 if self.restamp:
-                    payload = self._restamped(m, now_stamp)
-                yield _Outgoing(m.topic, payload, timing, m.msgtype in IMAGE_TYPES)
+                    payload = self._decoded(m)
+                yield _Outgoing(m.topic, payload, self._timing(i, m.timestamp_ns),
+                                m.msgtype in IMAGE_TYPES)
             return
         topic = self.topics[0]
         for frame in self.frames:
@@ -158,11 +159,7 @@ class _Input:
                 continue
             msg = self._encode(frame.rgb)
             msg.header.frame_id = self.args.frame_id
-            if self.restamp:
-                msg.header.stamp = now_stamp()
-            else:
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(frame.stamp_ns,
-                                                                        1_000_000_000)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(frame.stamp_ns, 1_000_000_000)
             yield _Outgoing(topic, msg, self._timing(frame.index, frame.stamp_ns), True)
 
     def _timing(self, index: int, recorded_ns: int) -> int:
@@ -170,19 +167,17 @@ class _Input:
             return round(index * 1e9 / self.args.rate)
         return round(recorded_ns / self.args.speed)
 
-    def _encode(self, rgb):
+    def _encode(self, rgb: np.ndarray) -> Any:
         if self.args.compressed:
             return image_io.encode_compressed(rgb, "jpeg")
         return image_io.rgb8_to_image(rgb, self.args.encoding)
 
-    def _restamped(self, m: sources.BagMessage, now_stamp) -> Any:
+    def _decoded(self, m: sources.BagMessage) -> Any:
+        """The rclpy message when it has a header to restamp, else the bytes unchanged."""
         from rclpy.serialization import deserialize_message
 
         msg = deserialize_message(m.data, self.classes[m.topic])
-        if not hasattr(msg, "header"):
-            return m.data
-        msg.header.stamp = now_stamp()
-        return msg
+        return msg if hasattr(msg, "header") else m.data
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -293,9 +288,6 @@ class _Player:
                         f"after {self.args.wait_timeout:g} s")
                 time.sleep(0.02)
 
-    def _now_stamp(self):
-        return self.node.get_clock().now().to_msg()
-
     def play(self) -> tuple[int, int]:
         """Publish every pass of the input; returns (published, lockstep timeouts)."""
         published = timeouts = 0
@@ -305,13 +297,16 @@ class _Player:
             while True:
                 start_wall = time.monotonic()
                 first_ns: int | None = None
-                for out in self.inp.messages(self._now_stamp):
+                for out in self.inp.messages():
                     if first_ns is None:
                         first_ns = out.timing_ns
                     if not self.args.lockstep:
                         delay = start_wall + (out.timing_ns - first_ns) / 1e9 - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
+                    if self.inp.restamp and not isinstance(out.payload, bytes):
+                        # stamped at the last moment: header->publish latency stays honest
+                        out.payload.header.stamp = self.node.get_clock().now().to_msg()
                     if self.args.lockstep and out.frame:
                         timeouts += not self._publish_and_wait(out)
                     else:
