@@ -1,0 +1,421 @@
+"""Where the node's latency goes: model forward alone vs the node through DDS vs a bare relay.
+
+One run, the same frames for every measurement, per model input size:
+  (a) forward ms of the Segmenter alone (after warm-up);
+  (b) node end to end: frames published (rgb8, camera size = model input size, reliable) to a
+      `python -m etc_ros.node` process, one at a time (the next after its label arrives), latency =
+      label receive time - frame header stamp;
+  (c) the same through a pass-through relay process (no model) as the transport floor;
+  (d) optionally (b) again with the live TC monitor on.
+The derived node overhead is e2e - forward - relay (p50); target: e2e - forward <= relay + 3 ms.
+
+    python -m etc_ros.bench --resolutions 256x512,512x1024 --frames 60 --tc-monitor-compare
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from etc_ros.checkpoint import load_checkpoint, make_random_checkpoint, save_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
+DEMO_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
+DEFAULT_ARCH = "lraspp_mobilenetv3"
+TARGET_MARGIN_MS = 3.0
+READY_TIMEOUT_S = 120.0  # node start-up: imports, model load and warm-up on a busy CPU
+
+
+def setup_ros_env(default_domain: int, log_dir: Path) -> None:
+    """Keep ROS traffic on this machine, in our domain, with the SHM profile: for us and children.
+
+    Values the caller set (e.g. the Makefile) win; children inherit os.environ.
+    """
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(default_domain))
+    os.environ.setdefault("ROS_LOG_DIR", str(log_dir))
+    if FASTDDS_PROFILE.is_file():
+        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+
+
+class Child:
+    """A child process with its output in a log file, so a failure can be shown in one line."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=os.environ.copy())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def last_line(self) -> str:
+        """The last non-empty log line: the child's one-line error when it failed to start."""
+        lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines()]
+        lines = [ln for ln in lines if ln]
+        return lines[-1] if lines else f"{self.name} exited with code {self.proc.returncode}"
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT (clean rclpy shutdown), then terminate, then kill; always reaps the process."""
+        for action in (lambda: self.proc.send_signal(signal.SIGINT), self.proc.terminate,
+                       self.proc.kill):
+            if self.proc.poll() is not None:
+                break
+            action()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.proc.wait()
+
+
+@contextmanager
+def child(name: str, args: Sequence[str], log_dir: Path) -> Iterator[Child]:
+    """Run a child for the duration of a with-block; it is stopped even on Ctrl-C or errors."""
+    proc = Child(name, args, log_dir)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def node_command(image_topic: str, model: Path, device: str, tc_monitor: bool = False,
+                 extra: Sequence[str] = ()) -> list[str]:
+    """`python -m etc_ros.node` with the parameters bench and demo need."""
+    return [sys.executable, "-m", "etc_ros.node", "--ros-args",
+            "-p", f"image_topics:=['{image_topic}']", "-p", f"model_path:={model}",
+            "-p", f"device:={device}", "-p", f"tc_monitor:={str(tc_monitor).lower()}",
+            *extra]
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50/p95 in ms; NaN when nothing was measured (e.g. every frame was lost)."""
+    if not values:
+        return {"p50": math.nan, "p95": math.nan}
+    p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95])
+    return {"p50": float(p50), "p95": float(p95)}
+
+
+# -- relay: the transport floor ------------------------------------------------------------------
+def run_relay(input_topic: str, output_topic: str) -> int:
+    """Republish every Image unchanged (same header) with the node's QoS: DDS cost, no model."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    rclpy.init(args=sys.argv)
+    node = Node("bench_relay")
+    pub = node.create_publisher(Image, output_topic, _qos(2))
+    node.create_subscription(Image, input_topic, pub.publish, _qos(1))
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def _qos(depth: int):  # noqa: ANN202 - rclpy imported lazily so `--help` stays fast
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE)
+
+
+# -- the probe: publishes frames, times the answers ----------------------------------------------
+class Link:
+    """One measured path: our Image publisher -> a child process -> its label topic back to us."""
+
+    def __init__(self, probe: Probe, proc: Child, image_topic: str, label_topic: str) -> None:
+        from sensor_msgs.msg import Image
+
+        self.probe, self.proc, self.label_topic = probe, proc, label_topic
+        self.pub = probe.node.create_publisher(Image, image_topic, _qos(1))
+        self.sub = probe.node.create_subscription(Image, label_topic, probe.on_label, _qos(2))
+        self.latencies_ms: list[float] = []
+        self.lost = 0
+
+    def wait_ready(self, warmup: list, timeout_s: float) -> None:
+        """Wait for the child's graph entities, then until `len(warmup)` frames got answers."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (self.pub.get_subscription_count() < 1
+               or self.probe.node.count_publishers(self.label_topic) < 1):
+            if not self.proc.alive():
+                raise RuntimeError(f"{self.proc.name} failed to start: {self.proc.last_line()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.proc.name} not ready after {READY_TIMEOUT_S:.0f} s")
+            self.probe.executor.spin_once(timeout_sec=0.1)
+        answered = 0
+        for i in range(len(warmup) * 10):  # the first frames also let discovery settle
+            answered += self.send(warmup[i % len(warmup)], timeout_s) is not None
+            if answered >= len(warmup):
+                return
+        raise RuntimeError(f"{self.proc.name}: no answers to {len(warmup) * 10} warm-up frames")
+
+    def send(self, msg: object, timeout_s: float) -> float | None:
+        """Publish one frame stamped now; its latency in ms, or None if no label came in time."""
+        stamp = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+        self.pub.publish(msg)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.probe.executor.spin_once(timeout_sec=0.01)
+            received = self.probe.arrived.pop(stamp, None)
+            if received is not None:
+                return (received - stamp) / 1e6
+        if not self.proc.alive():
+            raise RuntimeError(f"{self.proc.name} died: {self.proc.last_line()}")
+        return None
+
+    def measure(self, msg: object, timeout_s: float) -> None:
+        latency = self.send(msg, timeout_s)
+        if latency is None:
+            self.lost += 1
+        else:
+            self.latencies_ms.append(latency)
+
+    def close(self) -> None:
+        self.probe.node.destroy_subscription(self.sub)
+        self.probe.node.destroy_publisher(self.pub)
+
+
+class Probe:
+    """The bench's own rclpy node; label receive times are taken in its subscription callback."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        rclpy.init(args=[])
+        self.node = Node("bench_probe")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.arrived: dict[int, int] = {}  # header stamp -> receive time, both ns since epoch
+
+    def on_label(self, msg: object) -> None:
+        self.arrived[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = time.time_ns()
+
+    def close(self) -> None:
+        import rclpy
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+def parse_resolution(text: str) -> tuple[int, int]:
+    """'256x512' -> (256, 512) as (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution {text!r} is not HEIGHTxWIDTH") from None
+    if h < 16 or w < 16:
+        raise argparse.ArgumentTypeError(f"resolution {text!r} must be at least 16x16")
+    return h, w
+
+
+def with_input_size(model: Path, size: tuple[int, int], out: Path) -> Path:
+    """The same weights with another input size: benchmark any size without editing the file."""
+    tensors, meta = load_checkpoint(model)
+    meta.input_size = size
+    save_checkpoint(out, tensors, meta)
+    return out
+
+
+def bench_frames(count: int, size: tuple[int, int]) -> tuple[list[np.ndarray], str]:
+    """`count` frames at (h, w): the shipped street clip when present, else seeded noise."""
+    h, w = size
+    frames: list[np.ndarray] = []
+    cap = cv2.VideoCapture(str(DEMO_CLIP)) if DEMO_CLIP.is_file() else None
+    while cap is not None and len(frames) < count:
+        ok, bgr = cap.read()
+        if not ok:
+            if not frames:
+                break
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        frames.append(cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (w, h),
+                                 interpolation=cv2.INTER_AREA))
+    if cap is not None:
+        cap.release()
+    if frames:
+        return frames, f"{DEMO_CLIP.name} (resized)"
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(count)], "noise"
+
+
+def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Path,
+                   size: tuple[int, int]) -> dict:
+    """All measurements for one model input size.
+
+    Forward, node and relay take turns frame by frame, so load from other work on a shared CPU
+    hits all three alike; the TC-monitor node runs afterwards on its own (its background flow
+    work would otherwise leak into the other measurements).
+    """
+    from etc_ros.image_io import numpy_to_image
+    from etc_ros.segmenter import Segmenter
+
+    res = f"{size[0]}x{size[1]}"
+    ckpt = with_input_size(model, size, work / f"model_{res}.safetensors")
+    frames, frames_from = bench_frames(args.frames, size)
+    msgs = [numpy_to_image(f, "rgb8") for f in frames]  # converted before any timing
+    for m in msgs:
+        m.header.frame_id = "bench_camera"
+    warm = msgs[:args.warmup]
+    row: dict = {"resolution": res, "frames": len(frames), "frames_from": frames_from}
+
+    with ExitStack() as stack:
+        seg = Segmenter(ckpt, args.device)
+        seg.warmup(iterations=args.warmup)
+        node = _start(stack, probe, work, "node", res, lambda ns: node_command(
+            f"{ns}/image_raw", ckpt, args.device, False, ["-p", "input_reliability:=reliable"]))
+        relay = _start(stack, probe, work, "relay", res, lambda ns: [
+            sys.executable, "-m", "etc_ros.bench", "--relay", f"{ns}/image_raw",
+            f"{ns}/segmentation/label"])
+        for link in (node, relay):
+            link.wait_ready(warm, args.timeout)
+        forward = []
+        for frame, msg in tqdm(list(zip(frames, msgs, strict=True)), desc=f"{res} fwd/node/relay",
+                               unit="frame", leave=False):
+            seg.segment([frame])
+            forward.append(seg.last_timings.forward_ms)
+            node.measure(msg, args.timeout)
+            relay.measure(msg, args.timeout)
+    row["forward_ms"] = percentiles(forward)
+    for key, link in (("node_e2e", node), ("relay", relay)):
+        row[f"{key}_ms"], row[f"{key}_lost"] = percentiles(link.latencies_ms), link.lost
+    if args.tc_monitor_compare:
+        with ExitStack() as stack:
+            tc = _start(stack, probe, work, "node_tc", res, lambda ns: node_command(
+                f"{ns}/image_raw", ckpt, args.device, True, ["-p", "input_reliability:=reliable"]))
+            tc.wait_ready(warm, args.timeout)
+            for msg in tqdm(msgs, desc=f"{res} node+TC", unit="frame", leave=False):
+                tc.measure(msg, args.timeout)
+        row["node_e2e_tc_ms"], row["node_e2e_tc_lost"] = percentiles(tc.latencies_ms), tc.lost
+    e2e, fwd, relay_p50 = (row[k]["p50"] for k in ("node_e2e_ms", "forward_ms", "relay_ms"))
+    row["overhead_ms"] = e2e - fwd - relay_p50
+    row["target"] = "PASS" if e2e - fwd <= relay_p50 + TARGET_MARGIN_MS else "MISS"
+    return row
+
+
+def _start(stack: ExitStack, probe: Probe, work: Path, key: str, res: str,
+           command: Callable[[str], list[str]]) -> Link:
+    """Start a child under `stack` on its own topics and connect a Link to it."""
+    ns = f"/bench/{key}_{res}"
+    proc = stack.enter_context(child(f"{key}_{res}", command(ns), work))
+    link = Link(probe, proc, f"{ns}/image_raw", f"{ns}/segmentation/label")
+    stack.callback(link.close)
+    return link
+
+
+def run_benchmark(args: argparse.Namespace, work: Path, model: Path) -> list[dict]:
+    """Every measurement for every resolution, in one process run, on the same frames."""
+    probe = Probe()
+    try:
+        return [run_resolution(args, work, probe, model, size) for size in args.resolutions]
+    finally:
+        probe.close()
+
+
+def _pair(p: dict[str, float]) -> str:
+    return f"{p['p50']:.1f} / {p['p95']:.1f}"
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The README table: one line per model input size, p50 / p95 in ms."""
+    tc = any("node_e2e_tc_ms" in r for r in rows)
+    head = ["model input (HxW)", "forward ms", "node e2e ms", "relay (DDS floor) ms",
+            "node overhead p50 ms", f"e2e − fwd ≤ relay + {TARGET_MARGIN_MS:g} ms"]
+    if tc:
+        head.append("node e2e, TC monitor on, ms")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["resolution"], _pair(r["forward_ms"]), _pair(r["node_e2e_ms"]),
+                 _pair(r["relay_ms"]), f"{r['overhead_ms']:.1f}", r["target"]]
+        if tc:
+            cells.append(_pair(r["node_e2e_tc_ms"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m etc_ros.bench", description=__doc__.split("\n\n")[0],
+        epilog="Latencies are p50 / p95 in ms; frames go one at a time (lockstep).")
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped "
+                        "student_etc, else a random one of the same architecture)")
+    parser.add_argument("--resolutions", default=[(256, 512), (512, 1024)],
+                        type=lambda s: [parse_resolution(r) for r in s.split(",") if r],
+                        help="model input sizes HxW, comma-separated (default 256x512,512x1024)")
+    parser.add_argument("--frames", type=int, default=60, help="measured frames per run")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured frames per run")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--tc-monitor-compare", action="store_true",
+                        help="also run the node with its live TC monitor on")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for one label before counting the frame lost")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--relay", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `bench`; prints the markdown table, exit 1 with one line on failure."""
+    args = build_parser().parse_args(argv)
+    if args.relay:
+        return run_relay(*args.relay)
+    if args.frames < 1 or args.warmup < 1:
+        print("bench: error: --frames and --warmup must be at least 1", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="etc_ros_bench_")))
+        setup_ros_env(43, work / "ros_log")
+        from etc_ros.node import DEFAULT_MODEL
+
+        if args.model is not None:
+            model, source = args.model, "given"
+        elif DEFAULT_MODEL.is_file():
+            model, source = DEFAULT_MODEL, "shipped"
+        else:
+            model, source = work / "random.safetensors", "random-init (no shipped weights yet)"
+            make_random_checkpoint(model, DEFAULT_ARCH, args.resolutions[0])
+        try:
+            arch = load_checkpoint(model)[1].architecture
+            rows = run_benchmark(args, work, model)
+        except KeyboardInterrupt:
+            print("bench: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # one line for the user; children are already stopped
+            print(f"bench: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
+    print(f"\nmodel: {model} ({arch}, {source}); device: {args.device}; "
+          f"{args.frames} frames per run ({rows[0]['frames_from']}), lockstep, reliable QoS; "
+          f"RMW profile: {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', 'default')}\n")
+    print(markdown_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(model), "model_source": source,
+                                         "device": args.device, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
