@@ -174,10 +174,18 @@ class _Input:
 
     def _decoded(self, m: sources.BagMessage) -> Any:
         """The rclpy message when it has a header to restamp, else the bytes unchanged."""
-        from rclpy.serialization import deserialize_message
-
-        msg = deserialize_message(m.data, self.classes[m.topic])
+        msg = _deserialize(m.data, self.classes[m.topic])
         return msg if hasattr(msg, "header") else m.data
+
+
+def _deserialize(data: bytes, cls: type) -> Any | None:
+    """An rclpy message, or None for corrupt CDR: that message is then sent on as recorded."""
+    from rclpy.serialization import deserialize_message
+
+    try:
+        return deserialize_message(data, cls)
+    except RuntimeError:  # rclpy's RMWError: Fast CDR could not read it
+        return None
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -189,9 +197,7 @@ def _stamp_ns(msg: Any) -> int | None:
 
 def _payload_stamp(out: _Outgoing, cls: type) -> int | None:
     if isinstance(out.payload, bytes):
-        from rclpy.serialization import deserialize_message
-
-        return _stamp_ns(deserialize_message(out.payload, cls))
+        return _stamp_ns(_deserialize(out.payload, cls))
     return _stamp_ns(out.payload)
 
 

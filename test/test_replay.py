@@ -135,6 +135,21 @@ def test_bag_topic_selection_and_restamp(ros: Ros, tmp_path: Path) -> None:
     np.testing.assert_array_equal(image_io.msg_to_rgb8(images[2]), _rgb(2))
 
 
+def test_restamp_sends_corrupt_messages_as_recorded(ros: Ros, tmp_path: Path) -> None:
+    good = serialize_message(image_io.rgb8_to_image(_rgb(0), "rgb8", _header(0)))
+    corrupt = good[:40]
+    with BagWriter(tmp_path / "bag", "mcap") as bag:
+        for i, data in enumerate((good, corrupt, good)):
+            bag.write("/cam/image_raw", "sensor_msgs/msg/Image", i, data)
+    got = ros.collect(Image, "/cam/image_raw", raw=True)
+    proc = _replay("--bag", tmp_path / "bag", "--restamp", "--wait-subscribers", "1")
+    assert proc.returncode == 0, proc.stderr
+    ros.wait_for(lambda: len(got) >= 3)
+    assert len(got) == 3 and _same_cdr([got[1]], [corrupt])
+    stamps = [_ns(deserialize_message(got[i], Image).header.stamp) for i in (0, 2)]
+    assert all(s != _ns(_header(0).stamp) for s in stamps)  # the good ones were restamped
+
+
 def test_images_at_given_rate(ros: Ros, tmp_path: Path) -> None:
     for i in range(4):
         cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.cvtColor(_rgb(i), cv2.COLOR_RGB2BGR))
