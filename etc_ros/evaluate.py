@@ -154,7 +154,7 @@ def _accumulate_confusion(confusion: np.ndarray, gt: np.ndarray, pred: np.ndarra
     """Add one frame to the (gt x pred) confusion matrix; ignore and unknown gt ids left out."""
     n = confusion.shape[0]
     keep = (gt != IGNORE_INDEX) & (gt < n)
-    idx = gt[keep].astype(np.int64) * n + np.minimum(pred[keep].astype(np.int64), n - 1)
+    idx = gt[keep].astype(np.int64) * n + pred[keep].astype(np.int64)
     confusion += np.bincount(idx, minlength=n * n).reshape(n, n)
 
 

@@ -99,12 +99,18 @@ def plot_tc_per_frame(series: list[ModelSeries], path: Path) -> None:
     """Line plot of per-pair TC: dips show where a model flickers."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for s in series:
-        if s.tc_per_pair:
-            xs, ys = zip(*s.tc_per_pair, strict=True)
-            ax.plot(xs, ys, label=s.name, linewidth=1.2)
+        xs: list[float] = []
+        ys: list[float] = []
+        for x, y in s.tc_per_pair:
+            if xs and x - xs[-1] > 1:  # sequence boundary or skipped frame: break the line
+                xs.append(np.nan)
+                ys.append(np.nan)
+            xs.append(x)
+            ys.append(y)
+        ax.plot(xs, ys, label=s.name, linewidth=1.2)
     ax.set_xlabel("frame")
     ax.set_ylabel("TC % (pair t-1, t)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)  # a model at exactly 100 stays visible
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

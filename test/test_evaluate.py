@@ -16,6 +16,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from etc_ros.checkpoint import make_random_checkpoint
 from etc_ros.evaluate import main
+from etc_ros.labels import CITYSCAPES_CLASSES
+from etc_ros.segmenter import Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 64, 96
@@ -222,6 +224,23 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
             assert m["per_class"][cname]["iou"] is not None
         ious = [e["iou"] for e in m["per_class"].values() if e["iou"] is not None]
         assert m["miou"] == pytest.approx(sum(ious) / len(ious), abs=1e-3)
+    # Independent IoU over all frames (pixels summed, 255 ignored) from the same model's output.
+    seg = Segmenter(models[0], device="cpu")
+    inter = np.zeros(19)
+    union = np.zeros(19)
+    for label_file in sorted((tmp_path / "ds" / "test").glob("*/labels/*.png")):
+        bgr = cv2.imread(str(label_file.parent.parent / "images" / label_file.name))
+        pred = seg.segment([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0].labels
+        gt = cv2.imread(str(label_file), cv2.IMREAD_UNCHANGED)
+        for c in range(19):
+            inter[c] += ((gt == c) & (pred == c)).sum()
+            union[c] += (((gt == c) | (pred == c)) & (gt != 255)).sum()
+    got = res["models"][0]["per_class"]
+    for c, name in enumerate(CITYSCAPES_CLASSES):
+        if union[c]:
+            assert got[name]["iou"] == pytest.approx(100 * inter[c] / union[c], abs=1e-3), name
+        else:
+            assert got[name]["iou"] is None, name
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
