@@ -91,6 +91,11 @@ def mix(a: Color, b: Color, t: float) -> Color:
     return np.asarray(a, np.float32) * (1.0 - t) + np.asarray(b, np.float32) * t
 
 
+def fixed_point(uv: np.ndarray) -> np.ndarray:
+    """Pixel coordinates as cv2 fixed point (SHIFT fractional bits), clamped to stay in int32."""
+    return np.clip(np.round(uv * (1 << SHIFT)), -(2 ** 30), 2 ** 30).astype(np.int32)
+
+
 def clip_near(poly: np.ndarray) -> np.ndarray | None:
     """Clip a camera-space polygon to z >= NEAR (Sutherland-Hodgman against one plane)."""
     out = []
@@ -142,10 +147,11 @@ class Camera:
         return (points - self.pos) @ self.rot.T
 
     def project(self, pc: np.ndarray) -> np.ndarray:
-        z = pc[..., 2:3]
-        u = self.width / 2 + self.f * pc[..., 0:1] / z
-        v = self.height / 2 - self.f * pc[..., 1:2] / z
-        return np.concatenate([u, v], axis=-1)
+        inv = self.f / np.maximum(pc[..., 2], 1e-6)
+        out = np.empty(pc.shape[:-1] + (2,))
+        out[..., 0] = self.width / 2 + pc[..., 0] * inv
+        out[..., 1] = self.height / 2 - pc[..., 1] * inv
+        return out
 
     def distance(self, x: float, z: float) -> float:
         return math.hypot(x - self.pos[0], z - self.pos[2])
@@ -161,22 +167,31 @@ class Canvas:
     haze: Color
     fog_distance: float
 
-    def fogged(self, color: Color, distance: float) -> tuple[float, ...]:
+    def fogged(self, color: np.ndarray, distance: float) -> np.ndarray:
         """Atmospheric perspective: far objects fade into the haze (small and low-contrast)."""
         a = 1.0 - math.exp(-distance / self.fog_distance)
-        return tuple(float(c) for c in mix(color, self.haze, a))
+        return np.asarray(color, np.float32) * (1 - a) + self.haze * a
 
-    def fill(self, polys: list[np.ndarray], color: tuple[float, ...], label_id: int | None) -> None:
-        """Fill world-space polygons (each (N,3)), clipped at the near plane."""
-        for poly in polys:
-            pc = self.cam.to_camera(poly)
-            if pc[:, 2].min() < NEAR:
+    def fill(self, polys: np.ndarray | list[np.ndarray], colors: np.ndarray,
+             label_id: int | None) -> None:
+        """Fill world-space polygons (K,N,3) in order, clipped at the near plane.
+
+        ``colors`` is one colour or one per polygon. Polygons are filled one by one because a
+        single multi-polygon fillPoly cancels overlaps (even-odd rule).
+        """
+        if len(polys) == 0:
+            return
+        pcs = self.cam.to_camera(np.asarray(polys, np.float64))
+        colors = np.broadcast_to(np.asarray(colors, np.float64), (len(pcs), 3))
+        uvs = fixed_point(self.cam.project(pcs))
+        z_min = pcs[..., 2].min(axis=1)
+        for pc, pts, color, zm in zip(pcs, uvs, colors, z_min, strict=True):
+            if zm < NEAR:
                 clipped = clip_near(pc)
                 if clipped is None:
                     continue
-                pc = clipped
-            pts = np.round(self.cam.project(pc) * (1 << SHIFT)).astype(np.int32)
-            cv2.fillPoly(self.image, [pts], color, cv2.LINE_AA, SHIFT)
+                pts = fixed_point(self.cam.project(clipped))
+            cv2.fillPoly(self.image, [pts], color.tolist(), cv2.LINE_AA, SHIFT)
             if label_id is not None:
                 cv2.fillPoly(self.label, [pts], label_id, cv2.LINE_8, SHIFT)
 
@@ -209,7 +224,7 @@ class Canvas:
         a = 1.0 - math.exp(-distance / self.fog_distance)
         warped = np.clip(warped * np.float32(gain * (1 - a)) + self.haze * a, 0, 255)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        pts = np.round((uv - (x0, y0)) * (1 << SHIFT)).astype(np.int32)
+        pts = fixed_point(uv - (x0, y0))
         cv2.fillPoly(mask, [pts], 1, cv2.LINE_8, SHIFT)
         sel = mask.astype(bool)
         self.image[y0:y1, x0:x1][sel] = warped[sel]
@@ -582,13 +597,15 @@ class Tree:
         center = base + UP * (self.trunk_height + 0.8 * self.crown)
         canvas.fill([billboard_blob(cam, center, self.crown, self.outline)],
                     canvas.fogged(self.green * 0.8, dist), VEGETATION)
-        if dist > 60:  # clumps are sub-pixel far away
+        if self.crown * cam.f / max(dist, 1e-3) < 5:  # leaf clumps would be sub-pixel
             return
-        ring = np.ones(8)
-        for (ox, oy, r), shade in zip(self.clumps, self.clump_shades, strict=True):
-            c = center + self.crown * (ox * cam.right + oy * UP)
-            canvas.fill([billboard_blob(cam, c, r * self.crown, ring)],
-                        canvas.fogged(self.green * shade, dist), VEGETATION)
+        ring = np.linspace(0, 2 * math.pi, 8, endpoint=False)
+        ox, oy, r = (self.clumps * self.crown).T
+        across = ox[:, None] + r[:, None] * np.cos(ring)
+        up = oy[:, None] + r[:, None] * np.sin(ring)
+        blobs = center + across[..., None] * cam.right + up[..., None] * UP
+        canvas.fill(blobs, canvas.fogged(self.green * self.clump_shades[:, None], dist),
+                    VEGETATION)
 
 
 @dataclass
@@ -676,25 +693,24 @@ class Car:
         shadow = np.array([[x - hw - 0.1, 0.01, z - hl], [x + hw + 0.1, 0.01, z - hl],
                            [x + hw + 0.1, 0.01, z + hl], [x - hw - 0.1, 0.01, z + hl]])
         canvas.fill([shadow], canvas.fogged(style.road * 0.35, dist), None)
-        dark = canvas.fogged(np.full(3, 22.0), dist)
-        for sx in (-1, 1):
+        faces, colors = [], []
+        wheels = (-1, 1) if cam.f * 0.6 / max(dist, 1e-3) > 3 else ()  # skip sub-pixel wheels
+        for sx in wheels:
             for sz in (-1, 1):
                 wx, wz = x + sx * (hw - 0.25), z + sz * (hl - 0.75)
                 for face, _ in box_faces(cam, np.array([wx - 0.12, 0, wz - 0.33]),
                                          np.array([wx + 0.12, 0.62, wz + 0.33])):
-                    canvas.fill([face], dark, CAR)
-        self._box(canvas, style, np.array([x - hw, 0.3, z - hl]),
-                  np.array([x + hw, self.body_top, z + hl]), self.color, self.color, dist)
+                    faces.append(face)
+                    colors.append(np.full(3, 22.0))
         cab = 0.28 * self.length
-        self._box(canvas, style, np.array([x - hw + 0.1, self.body_top, z - cab]),
-                  np.array([x + hw - 0.1, self.cabin_top, z + cab * 0.7]), self.glass,
-                  self.color, dist)
-
-    def _box(self, canvas: Canvas, style: Style, lo: np.ndarray, hi: np.ndarray, sides: Color,
-             top: Color, dist: float) -> None:
-        for face, normal in box_faces(canvas.cam, lo, hi):
-            base = top if normal[1] > 0 else sides
-            canvas.fill([face], canvas.fogged(base * style.shade(normal), dist), CAR)
+        boxes = [((x - hw, 0.3, z - hl), (x + hw, self.body_top, z + hl), self.color),
+                 ((x - hw + 0.1, self.body_top, z - cab),
+                  (x + hw - 0.1, self.cabin_top, z + cab * 0.7), self.glass)]
+        for lo, hi, sides in boxes:  # body first: the cabin sits on top of it
+            for face, normal in box_faces(cam, np.array(lo), np.array(hi)):
+                faces.append(face)
+                colors.append((self.color if normal[1] > 0 else sides) * style.shade(normal))
+        canvas.fill(faces, canvas.fogged(np.array(colors), dist), CAR)
 
 
 @dataclass
@@ -725,19 +741,20 @@ class Pedestrian:
         lateral = abs(self.vx) / max(1e-6, math.hypot(self.vx, self.vz))
         hip = base + UP * 0.5 * h
         shoulder = base + UP * 0.8 * h
-        pants = canvas.fogged(self.pants, dist)
-        shirt = canvas.fogged(self.shirt, dist)
+        limbs, colors = [], []
         for sign in (-1, 1):
             foot = base + cam.right * (sign * 0.06 * h + sign * swing * lateral)
             foot = foot + UP * max(0.0, sign * math.sin(stride)) * 0.06 * h * (1 - lateral)
-            canvas.fill([billboard_quad(cam, foot, hip + cam.right * sign * 0.05 * h,
-                                        0.085 * h)], pants, PERSON)
-        canvas.fill([billboard_quad(cam, hip - UP * 0.03 * h, shoulder + UP * 0.03 * h,
-                                    0.2 * h)], shirt, PERSON)
+            limbs.append(billboard_quad(cam, foot, hip + cam.right * sign * 0.05 * h, 0.085 * h))
+            colors.append(self.pants)
+        limbs.append(billboard_quad(cam, hip - UP * 0.03 * h, shoulder + UP * 0.03 * h, 0.2 * h))
+        colors.append(self.shirt)
         for sign in (-1, 1):
             s = shoulder + cam.right * sign * 0.11 * h
             hand = s - UP * 0.33 * h + cam.right * (sign * 0.02 * h - sign * swing * 0.5)
-            canvas.fill([billboard_quad(cam, hand, s, 0.055 * h)], shirt, PERSON)
+            limbs.append(billboard_quad(cam, hand, s, 0.055 * h))
+            colors.append(self.shirt)
+        canvas.fill(limbs, canvas.fogged(np.array(colors), dist), PERSON)
         canvas.fill([billboard_blob(cam, base + UP * 0.9 * h, 0.065 * h, np.ones(10))],
                     canvas.fogged(self.skin, dist), PERSON)
 
