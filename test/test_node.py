@@ -1,0 +1,370 @@
+"""The segmentation node over real rclpy/DDS: formats, headers, lazy outputs, drops, QoS.
+
+The node runs in-process on its own executor thread (same DDS participant as the test client)
+or, for the cross-process QoS test, as `python -m etc_ros.node`. test/conftest.py keeps all
+traffic on localhost in a random domain. Waits have generous timeouts only as hang guards;
+nothing here asserts on speed (that is `etc_ros.bench`'s job).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64, String
+
+from etc_ros import image_io
+from etc_ros import node as node_module
+from etc_ros.checkpoint import make_random_checkpoint
+from etc_ros.labels import CITYSCAPES_CLASSES
+from etc_ros.node import SegmentationNode
+
+REPO = Path(__file__).resolve().parents[1]
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
+    """Poll until cond() is truthy; the timeout only guards against a hang."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Client:
+    """A test node in the same context that records every message per topic."""
+
+    def __init__(self, context: Context) -> None:
+        self.node = Node("test_client", context=context)
+        self.msgs: dict[str, list] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.subs: dict[str, object] = {}
+
+    def listen(self, topic: str, msg_type: type, qos: QoSProfile = RELIABLE) -> None:
+        if topic in self.subs:
+            return
+
+        def store(msg, topic=topic):
+            with self.lock:
+                self.msgs[topic].append(msg)
+        self.subs[topic] = self.node.create_subscription(msg_type, topic, store, qos)
+
+    def unlisten(self, topic: str) -> None:
+        self.node.destroy_subscription(self.subs.pop(topic))
+
+    def got(self, topic: str) -> list:
+        with self.lock:
+            return list(self.msgs[topic])
+
+
+def stamped(msg, sec: int, frame_id: str = "camera"):
+    msg.header.stamp.sec = sec
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def exchange(client: Client, pub, msg, label_topic: str, tries: int = 60):
+    """Publish until the label with msg's stamp arrives (covers the auto-QoS re-subscribe)."""
+    want = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+    for _ in range(tries):
+        pub.publish(msg)
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            for lab in client.got(label_topic):
+                if (lab.header.stamp.sec, lab.header.stamp.nanosec) == want:
+                    return lab
+            time.sleep(0.01)
+    raise AssertionError(f"no label with stamp {want} on {label_topic}")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    make_random_checkpoint(path, input_size=(64, 128))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ros(checkpoint) -> Iterator[tuple[SegmentationNode, Client, MultiThreadedExecutor]]:
+    context = Context()
+    rclpy.init(context=context)
+    seg = SegmentationNode(context=context, parameter_overrides=[
+        Parameter("image_topics", value=["/enc/image_raw", "/cmp/image_raw/compressed"]),
+        Parameter("model_path", value=str(checkpoint)),
+        Parameter("device", value="cpu"),
+        Parameter("diagnostics_period_s", value=0.2),
+    ])
+    client = Client(context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(seg)
+    executor.add_node(client.node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    yield seg, client, executor
+    executor.shutdown()
+    seg.destroy_node()
+    client.node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("encoding", image_io.SUPPORTED_ENCODINGS)
+def test_every_encoding_gives_label_with_input_header_and_size(ros, encoding):
+    _, client, _ = ros
+    client.listen("/enc/segmentation/label", Image)
+    pub = client.node.create_publisher(Image, "/enc/image_raw", RELIABLE)
+    sec = 100 + image_io.SUPPORTED_ENCODINGS.index(encoding)
+    msg = stamped(image_io.rgb8_to_image(_rgb(50, 70), encoding), sec, f"cam_{encoding}")
+    msg.header.stamp.nanosec = 123_456_789
+    label = exchange(client, pub, msg, "/enc/segmentation/label")
+    assert label.header.frame_id == f"cam_{encoding}"
+    assert (label.header.stamp.sec, label.header.stamp.nanosec) == (sec, 123_456_789)
+    assert (label.height, label.width, label.encoding) == (50, 70, "mono8")
+    ids = image_io.image_to_numpy(label)
+    assert ids.shape == (50, 70) and ids.max() < len(CITYSCAPES_CLASSES)
+    client.node.destroy_publisher(pub)
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_compressed_gives_label_with_input_header_and_size(ros, fmt):
+    _, client, _ = ros
+    client.listen("/cmp/segmentation/label", Image)
+    pub = client.node.create_publisher(CompressedImage, "/cmp/image_raw/compressed", RELIABLE)
+    sec = 200 + ["jpeg", "png"].index(fmt)
+    msg = stamped(image_io.encode_compressed(_rgb(48, 80), fmt), sec, f"cam_{fmt}")
+    label = exchange(client, pub, msg, "/cmp/segmentation/label")
+    assert label.header.frame_id == f"cam_{fmt}"
+    assert (label.height, label.width, label.encoding) == (48, 80, "mono8")
+    client.node.destroy_publisher(pub)
+
+
+def test_lazy_outputs_only_with_subscribers(ros, monkeypatch):
+    seg, client, _ = ros
+    client.listen("/enc/segmentation/label", Image)
+    # Counting wrappers around the real functions: they show what work the node did.
+    colorize_calls: list[int] = []
+    real_colorize = node_module.labels.colorize
+    monkeypatch.setattr(node_module.labels, "colorize",
+                        lambda *a: colorize_calls.append(1) or real_colorize(*a))
+    confidence_asked: list[bool] = []
+    real_segment = seg.segmenter.segment
+    monkeypatch.setattr(seg.segmenter, "segment", lambda imgs, want:
+                        confidence_asked.append(want) or real_segment(imgs, want))
+    pub = client.node.create_publisher(Image, "/enc/image_raw", RELIABLE)
+    cam = seg.cameras[0]
+
+    exchange(client, pub, stamped(image_io.rgb8_to_image(_rgb(40, 60)), 300),
+             "/enc/segmentation/label")
+    assert colorize_calls == [] and not any(confidence_asked)
+
+    lazy = {"color": "rgb8", "overlay": "rgb8", "confidence": "32FC1"}
+    for name in lazy:
+        client.listen(f"/enc/segmentation/{name}", Image)
+    wait_for(lambda: all(getattr(cam, n).get_subscription_count() for n in lazy),
+             what="node to see the lazy subscribers")
+    msg = stamped(image_io.rgb8_to_image(_rgb(40, 60)), 301)
+    exchange(client, pub, msg, "/enc/segmentation/label")
+    for name, encoding in lazy.items():
+        out = wait_for(lambda n=name: [m for m in client.got(f"/enc/segmentation/{n}")
+                                       if m.header.stamp.sec == 301], what=name)[0]
+        assert (out.height, out.width, out.encoding) == (40, 60, encoding)
+    conf = np.frombuffer(bytes(out.data), np.float32)
+    assert conf.size == 40 * 60 and conf.min() > 0.0 and conf.max() <= 1.0 + 1e-6
+    assert colorize_calls and confidence_asked[-1]
+
+    for name in lazy:
+        client.unlisten(f"/enc/segmentation/{name}")
+    wait_for(lambda: not any(getattr(cam, n).get_subscription_count() for n in lazy),
+             what="node to see the lazy subscribers leave")
+    n_colorize = len(colorize_calls)
+    exchange(client, pub, stamped(image_io.rgb8_to_image(_rgb(40, 60)), 302),
+             "/enc/segmentation/label")
+    assert len(colorize_calls) == n_colorize and not confidence_asked[-1]
+    client.node.destroy_publisher(pub)
+
+
+def test_classes_latched_and_latency_published(ros):
+    _, client, _ = ros
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    client.listen("/enc/segmentation/classes", String, latched)
+    client.listen("/enc/segmentation/latency_ms", Float64)
+    text = wait_for(lambda: client.got("/enc/segmentation/classes"), what="classes")[0].data
+    for name in CITYSCAPES_CLASSES:
+        assert name in text
+    pub = client.node.create_publisher(Image, "/enc/image_raw", RELIABLE)
+    msg = image_io.rgb8_to_image(_rgb(30, 40))
+    msg.header.stamp = client.node.get_clock().now().to_msg()
+    client.listen("/enc/segmentation/label", Image)
+    exchange(client, pub, msg, "/enc/segmentation/label")
+    value = wait_for(lambda: client.got("/enc/segmentation/latency_ms"), what="latency")[-1]
+    assert value.data > 0.0
+    client.node.destroy_publisher(pub)
+
+
+def test_diagnostics_contain_the_fields(ros):
+    _, client, _ = ros
+    client.listen("/diagnostics", DiagnosticArray)
+
+    def enc_status():
+        for arr in reversed(client.got("/diagnostics")):
+            for status in arr.status:
+                if status.name.endswith("/enc/image_raw"):
+                    return status
+        return None
+
+    status = wait_for(enc_status, what="diagnostics")
+    keys = {kv.key: kv.value for kv in status.values}
+    for key in ("input rate (Hz)", "output rate (Hz)", "dropped frames", "bad frames",
+                "last bad frame reason", "latency stamp->publish p50 (ms)",
+                "latency stamp->publish p95 (ms)", "latency stamp->publish max (ms)",
+                "latency receive->publish p50 (ms)", "latency receive->publish p95 (ms)",
+                "latency receive->publish max (ms)", "preprocess (ms)", "forward (ms)",
+                "postprocess (ms)", "device", "precision", "model", "input reliability"):
+        assert key in keys, key
+    assert keys["device"] == "cpu" and keys["precision"] == "fp32"
+    assert int(keys["frames published"]) > 0
+    assert float(keys["forward (ms)"]) > 0.0
+    assert status.name.startswith("segmentation_node: ")
+    assert status.hardware_id
+    assert {s.name for s in client.got("/diagnostics")[-1].status} == {
+        "segmentation_node: /enc/image_raw", "segmentation_node: /cmp/image_raw/compressed"}
+
+
+def test_flood_drops_frames_instead_of_queueing(tmp_path):
+    """A 100 Hz camera into a model slower than 10 ms: newest frame wins, no backlog."""
+    ckpt = tmp_path / "slow.safetensors"
+    make_random_checkpoint(ckpt, arch="pspnet18", input_size=(128, 256))
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        seg = SegmentationNode(context=context, parameter_overrides=[
+            Parameter("image_topics", value=["/flood/image_raw"]),
+            Parameter("model_path", value=str(ckpt)), Parameter("device", value="cpu"),
+            Parameter("input_reliability", value="reliable"),
+            Parameter("diagnostics_period_s", value=0.2)])
+        client = Client(context)
+        client.listen("/flood/segmentation/label", Image)
+        client.listen("/diagnostics", DiagnosticArray)
+        executor = MultiThreadedExecutor(num_threads=2, context=context)
+        executor.add_node(seg)
+        executor.add_node(client.node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        pub = client.node.create_publisher(Image, "/flood/image_raw", RELIABLE)
+        exchange(client, pub, stamped(image_io.rgb8_to_image(_rgb(64, 96)), 1),
+                 "/flood/segmentation/label")
+        sent = list(range(1000, 1200))
+        frame = image_io.rgb8_to_image(_rgb(64, 96))
+        for sec in sent:
+            pub.publish(stamped(frame, sec))
+            time.sleep(0.01)
+        # The last frame is never dropped, so its label must come; then nothing is queued.
+        wait_for(lambda: any(m.header.stamp.sec == sent[-1]
+                             for m in client.got("/flood/segmentation/label")), 120, "last")
+        time.sleep(1.0)
+        stamps = [m.header.stamp.sec for m in client.got("/flood/segmentation/label")][1:]
+        assert stamps[-1] == sent[-1]
+        assert stamps == sorted(set(stamps)) and set(stamps) <= set(sent)
+        assert len(stamps) < len(sent) / 2
+
+        def counters() -> dict[str, int] | None:
+            for arr in reversed(client.got("/diagnostics")):
+                values = {kv.key: kv.value for kv in arr.status[0].values}
+                return {k: int(values[k]) for k in
+                        ("frames received", "frames published", "dropped frames")}
+            return None
+
+        # At rest every frame the node took in was either segmented or counted as dropped.
+        final = wait_for(lambda: (c := counters()) and c["frames received"] ==
+                         c["frames published"] + c["dropped frames"] and c, what="counters")
+        assert final["dropped frames"] > 0
+        assert final["frames published"] == len(client.got("/flood/segmentation/label"))
+        executor.shutdown()
+        seg.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+CHECKER = r"""
+import json, sys, time
+import numpy as np, rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from etc_ros import image_io
+
+rclpy.init()
+node = rclpy.create_node("qos_checker")
+qos = {"rel": ReliabilityPolicy.RELIABLE, "be": ReliabilityPolicy.BEST_EFFORT}
+pubs = {k: node.create_publisher(Image, f"/{k}/image_raw", QoSProfile(depth=1, reliability=r))
+        for k, r in qos.items()}
+labels = {k: [] for k in qos}
+for k in qos:
+    node.create_subscription(Image, f"/{k}/segmentation/label", labels[k].append,
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+result = {}
+for res, (h, w) in enumerate([(480, 640), (720, 1280), (1080, 1920)]):
+    frame = image_io.rgb8_to_image(np.full((h, w, 3), 90, np.uint8))
+    frame.header.stamp.sec = res
+    end = time.monotonic() + 120
+    seen = {k: 0 for k in qos}
+    while time.monotonic() < end and not all(seen.values()):
+        for k, pub in pubs.items():
+            pub.publish(frame)
+        t = time.monotonic()
+        while time.monotonic() - t < 0.1:
+            rclpy.spin_once(node, timeout_sec=0.02)
+        for k in qos:
+            seen[k] = sum(1 for m in labels[k] if m.header.stamp.sec == res
+                          and (m.height, m.width) == (h, w))
+    result[f"{w}x{h}"] = seen
+print(json.dumps(result), flush=True)
+"""
+
+
+def test_reliable_and_best_effort_publishers_at_vga_720p_1080p(checkpoint, tmp_path):
+    """Across processes, both loading the shipped Fast DDS profile (as the launch file does)."""
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config/fastdds_shm.xml"))
+    node = subprocess.Popen(
+        [sys.executable, "-m", "etc_ros.node", "--ros-args",
+         "-p", "image_topics:=['/rel/image_raw', '/be/image_raw']",
+         "-p", f"model_path:={checkpoint}", "-p", "device:=cpu"],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        checker = subprocess.run([sys.executable, "-c", CHECKER], env=env, cwd=REPO,
+                                 capture_output=True, text=True, timeout=400)
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node_out, _ = node.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node_out, _ = node.communicate()
+    assert checker.returncode == 0, checker.stderr + node_out
+    result = json.loads(checker.stdout.strip().splitlines()[-1])
+    for size in ("640x480", "1280x720", "1920x1080"):
+        assert result[size]["rel"] > 0 and result[size]["be"] > 0, (result, node_out)
+    assert node.returncode == 0, node_out
+    assert "Traceback" not in node_out
