@@ -338,7 +338,7 @@ class Validator:
 
 def save_train_state(out: Path, step: int, cfg: TrainConfig, model: nn.Module,
                      optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     best: float | None) -> None:
+                     best: float | None, world_size: int = 1) -> None:
     """Write everything ``--resume`` needs; the JSON is replaced last and names the step."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -356,7 +356,7 @@ def save_train_state(out: Path, step: int, cfg: TrainConfig, model: nn.Module,
     tmp = out / (STATE_TENSORS + ".tmp")
     save_file(tensors, str(tmp), metadata={"step": str(step)})
     os.replace(tmp, out / STATE_TENSORS)
-    meta = {"step": step, "config": _jsonable(cfg), "best_miou": best,
+    meta = {"step": step, "world_size": world_size, "config": _jsonable(cfg), "best_miou": best,
             "param_groups": opt["param_groups"], "optim_scalars": scalars,
             "scaler": scaler.state_dict()}
     tmp = out / (STATE_JSON + ".tmp")
@@ -578,7 +578,7 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
                 if best is None or score > best:
                     best = score
                     save_checkpoint(out / "best.safetensors", model.state_dict(), meta)
-                save_train_state(out, done, cfg, model, optimizer, scaler, best)
+                save_train_state(out, done, cfg, model, optimizer, scaler, best, ddp.world)
                 bar.write(f"step {done}: " + ", ".join(
                     f"{k} {v:.2f}" for k, v in metrics.items() if k != "step"))
             ddp.barrier()

@@ -1,0 +1,228 @@
+"""End to end on CPU: synthetic data, flow cache, all four configs, DDP, resume, export, errors.
+
+Tiny on purpose (64x128, two iterations, two short training sequences): this checks the recipe
+runs and its files are right, not that it learns.
+"""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from etc_ros.checkpoint import load_model
+from etc_ros.models import build_model
+from training import export, train
+from training.flow_cache import build_cache
+from training.synthetic import generate_dataset
+from training.transforms import normalize
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "training" / "configs"
+SIZE = [64, 128]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, {"train": 2, "val": 1}, frames=5, height=SIZE[0], width=SIZE[1])
+    build_cache(root, "train", max_offset=2)
+    return root
+
+
+def _config(tmp: Path, name: str, data: Path, **changes: object) -> Path:
+    """A shipped config shrunk for the test (same keys, so the shipped files are parsed too)."""
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    raw.update(data_root=str(data), input_size=SIZE, crop_size=SIZE, batch_size=2, iters=2,
+               val_every=2, val_sequences=1, workers=0, max_offset=2)
+    raw.update(changes)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _metrics(run: Path) -> list[tuple[int, str, float]]:
+    with (run / "metrics.csv").open() as f:
+        return [(int(r["step"]), r["name"], float(r["value"])) for r in csv.DictReader(f)]
+
+
+def _run(config: Path, out: Path, *extra: str) -> int:
+    return train.main(["--config", str(config), "--out", str(out), "--device", "cpu", *extra])
+
+
+@pytest.fixture(scope="module")
+def teacher(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("teacher")
+    assert _run(_config(tmp, "teacher", data), tmp / "run") == 0
+    return tmp / "run" / "best.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("name", "terms"),
+    [
+        ("student_baseline", {"ce"}),
+        ("student_tl", {"ce", "temporal"}),
+        ("student_etc", {"ce", "temporal", "kd", "pf", "structured", "mf"}),
+    ],
+)
+def test_configs_train_and_log_their_losses(name: str, terms: set[str], data: Path,
+                                            teacher: Path, tmp_path: Path) -> None:
+    changes = {"teacher_checkpoint": str(teacher)} if name == "student_etc" else {}
+    run = tmp_path / "run"
+    assert _run(_config(tmp_path, name, data, **changes), run) == 0
+    rows = _metrics(run)
+    logged = {n.removeprefix("train/") for _, n, _ in rows if n.startswith("train/")}
+    assert logged == terms | {"total", "lr"}
+    assert {n for _, n, _ in rows if n.startswith("val/")} >= {"val/miou", "val/tc"}
+    model, meta = load_model(run / "best.safetensors")
+    assert meta.architecture == yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["arch"]
+    assert meta.input_size == tuple(SIZE) and "miou" in meta.metrics
+    assert meta.recipe["loss_weights"].keys() == terms
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+
+
+def test_teacher_checkpoint_is_the_configured_architecture(teacher: Path) -> None:
+    _, meta = load_model(teacher)
+    assert meta.architecture == yaml.safe_load((CONFIGS / "teacher.yaml").read_text())["arch"]
+
+
+def test_ddp_two_processes_gloo(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "training.train", "--config", str(_config(tmp_path, "student_tl", data)),
+           "--out", str(run), "--device", "cpu", "--batch-size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((run / "train_state.json").read_text())
+    assert state["world_size"] == 2 and state["step"] == 2
+    totals = [s for s, n, _ in _metrics(run) if n == "train/total"]
+    assert totals == [2]  # rank 0 alone writes
+    load_model(run / "last.safetensors")
+
+
+def test_resume_continues_the_run(data: Path, tmp_path: Path) -> None:
+    config = _config(tmp_path, "student_baseline", data)
+    run = tmp_path / "run"
+    assert _run(config, run) == 0
+    assert _run(config, run) == 2  # refuses to overwrite silently
+    assert _run(config, run, "--resume", "--max-iters", "3") == 0
+    assert json.loads((run / "train_state.json").read_text())["step"] == 3
+    # validated at 2 (first run) and 3 (resumed); a restart from 0 would validate at 2 again
+    assert [s for s, n, _ in _metrics(run) if n == "val/miou"] == [2, 3]
+    assert _run(_config(tmp_path, "student_baseline", data, lr=0.5), run, "--resume",
+                "--max-iters", "4") == 2
+
+
+def test_train_state_round_trip(tmp_path: Path) -> None:
+    cfg = train.TrainConfig(arch="lraspp_mobilenetv3", batch_size=2)
+    torch.manual_seed(0)
+    model = build_model(cfg.arch, cfg.num_classes)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    model.forward_train(torch.randn(2, 3, 32, 64)).logits.mean().backward()
+    opt.step()
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    train.save_train_state(tmp_path, 7, cfg, model, opt, scaler, 12.5)
+    expected_rng = torch.get_rng_state()
+    torch.manual_seed(123)
+    fresh = build_model(cfg.arch, cfg.num_classes)
+    fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    step, best = train.load_train_state(tmp_path, cfg, fresh, fresh_opt, scaler)
+    assert (step, best) == (7, 12.5)
+    assert torch.equal(torch.get_rng_state(), expected_rng)
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    moms = [opt.state[p]["momentum_buffer"] for p in model.parameters() if p in opt.state]
+    fresh_moms = [fresh_opt.state[p]["momentum_buffer"] for p in fresh.parameters()
+                  if p in fresh_opt.state]
+    assert len(moms) == len(fresh_moms) > 0
+    assert all(torch.equal(a, b) for a, b in zip(moms, fresh_moms, strict=True))
+
+
+def test_export_writes_weights_the_node_loads(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _run(_config(tmp_path, "student_baseline", data), run) == 0
+    out = tmp_path / "weights" / "student.safetensors"
+    assert export.main(["--run", str(run), "--out", str(out), "--name", "student_test"]) == 0
+    model, meta = load_model(out)
+    assert meta.recipe["name"] == "student_test" and meta.recipe["arch"] == meta.architecture
+    assert "miou" in meta.metrics and "tc" in meta.metrics
+    frame = data / "val" / "val_000" / "images" / "000000.png"
+    rgb = cv2.cvtColor(cv2.imread(str(frame)), cv2.COLOR_BGR2RGB)
+    with torch.no_grad():
+        logits = model(normalize([rgb], tuple(meta.mean), tuple(meta.std)))
+    assert logits.shape == (1, 19, *SIZE) and torch.isfinite(logits).all()
+    assert out.stat().st_size < (run / "best.safetensors").stat().st_size  # fp16
+    assert export.main(["--run", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+# ------------------------------------------------------------------------------ bad inputs
+
+
+def _tiny_tree(root: Path) -> Path:
+    seq = root / "train" / "s0"
+    rng = np.random.default_rng(0)
+    for t in range(2):
+        (seq / "images").mkdir(parents=True, exist_ok=True)
+        (seq / "labels").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(seq / "images" / f"{t:06d}.png"),
+                    rng.integers(0, 255, (*SIZE, 3), dtype=np.uint8))
+        cv2.imwrite(str(seq / "labels" / f"{t:06d}.png"), np.zeros(SIZE, np.uint8))
+    return seq
+
+
+def _break_label_file(seq: Path) -> str:
+    (seq / "labels" / "000001.png").unlink()
+    return "missing label file: .*s0/labels/000001.png"
+
+
+def _break_class_id(seq: Path) -> str:
+    cv2.imwrite(str(seq / "labels" / "000001.png"), np.full(SIZE, 77, np.uint8))
+    return "class id 77 out of range 0..18 .*s0/labels/000001.png"
+
+
+def _break_image(seq: Path) -> str:
+    (seq / "images" / "000001.png").write_bytes(b"\x89PNG\r\n truncated")
+    return "unreadable image: .*s0/images/000001.png"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("breaker", [_break_label_file, _break_class_id, _break_image])
+def test_bad_data_gives_one_clear_error(breaker, workers: int, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pattern = breaker(_tiny_tree(tmp_path / "data"))
+    config = _config(tmp_path, "student_baseline", tmp_path / "data", val_split=None,
+                     workers=workers)
+    assert _run(config, tmp_path / "run") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: ")
+    assert re.search(pattern, errors[0]), errors[0]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"learning_rate": 0.1}, "unknown config key(s) ['learning_rate']"),
+        ({"loss_weights": {"ce": 1.0, "flicker": 1.0}}, "unknown loss_weights key(s) ['flicker']"),
+        ({"batch_size": "eight"}, "config key 'batch_size' must be int"),
+        ({"loss_weights": {"ce": 1.0, "kd": 1.0}}, "teacher_checkpoint is required"),
+    ],
+)
+def test_bad_config_gives_one_clear_error(changes: dict, message: str, data: Path,
+                                          tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path, "student_baseline", data, **changes)
+    assert _run(config, tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "metrics.csv").exists()
