@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import threading
 import time
@@ -284,14 +285,16 @@ class _Player:
             self._reply.notify_all()
 
     def wait_subscribers(self) -> None:
-        need = self.args.wait_subscribers
         deadline = time.monotonic() + self.args.wait_timeout
         for topic, pub in self.publishers.items():
+            # our own record/lockstep subscriptions on a played topic do not count
+            own = self.args.record_topics.count(topic) + (self.args.lockstep == topic)
+            need = self.args.wait_subscribers + own
             while pub.get_subscription_count() < need:
                 if time.monotonic() > deadline:
                     raise ReplayError(
-                        f"{topic} has {pub.get_subscription_count()} of {need} subscribers "
-                        f"after {self.args.wait_timeout:g} s")
+                        f"{topic} has {pub.get_subscription_count() - own} of "
+                        f"{need - own} subscribers after {self.args.wait_timeout:g} s")
                 time.sleep(0.02)
 
     def play(self) -> tuple[int, int]:
@@ -299,13 +302,15 @@ class _Player:
         published = timeouts = 0
         bar = tqdm(total=None if self.args.loop else self.inp.total, unit="msg",
                    disable=None, desc="replay")
+        start_wall = time.monotonic()
         try:
             while True:
-                start_wall = time.monotonic()
-                first_ns: int | None = None
+                first_ns = last_ns = None
+                count = 0
                 for out in self.inp.messages():
                     if first_ns is None:
                         first_ns = out.timing_ns
+                    last_ns, count = out.timing_ns, count + 1
                     if not self.args.lockstep:
                         delay = start_wall + (out.timing_ns - first_ns) / 1e9 - time.monotonic()
                         if delay > 0:
@@ -319,10 +324,19 @@ class _Player:
                         self.publishers[out.topic].publish(out.payload)
                     published += 1
                     bar.update()
-                if not self.args.loop or published == 0:
+                if not self.args.loop or count == 0:
                     return published, timeouts
+                start_wall = max(time.monotonic(), start_wall + self._pass_gap(
+                    first_ns, last_ns, count))
         finally:
             bar.close()
+
+    def _pass_gap(self, first_ns: int, last_ns: int, count: int) -> float:
+        """Seconds from one pass's first message to the next pass's: one more mean period."""
+        if count > 1:
+            span = (last_ns - first_ns) / 1e9
+            return span + span / (count - 1)
+        return 1.0 / (self.args.rate or sources.DEFAULT_IMAGE_RATE_HZ)
 
     def _publish_and_wait(self, out: _Outgoing) -> bool:
         stamp = _payload_stamp(out, self.inp.classes[out.topic])
@@ -348,6 +362,10 @@ class _Player:
             self.recorder.close()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script `replay`: returns 0, 1 (runtime failure) or 2 (bad input)."""
     args = build_parser().parse_args(argv)
@@ -356,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SourceError as exc:
         print(f"replay: error: {exc}", file=sys.stderr)
         return 2
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, launch: finish the bag too
     player = _Player(args, inp)
     status = 0
     try:
@@ -374,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 130
     finally:
         player.close()
+        signal.signal(signal.SIGTERM, previous)
         if player.recorder is not None:
             print(f"replay: {player.recorder.count} messages recorded to {args.record}")
     return status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -183,6 +184,28 @@ def test_video_as_compressed(ros: Ros, tmp_path: Path) -> None:
     assert stamps == sorted(stamps) and stamps[0] > before  # restamped with now by default
     levels = [int(image_io.msg_to_rgb8(m).mean()) for m in got]
     assert [abs(v - 40 * (i + 1)) <= 6 for i, v in enumerate(levels)] == [True] * 3
+
+
+def test_loop_until_terminated_keeps_the_recording(ros: Ros, tmp_path: Path) -> None:
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.cvtColor(_rgb(i), cv2.COLOR_RGB2BGR))
+    got = ros.collect(Image, "/loop/image_raw")
+    out = tmp_path / "loop.mcap"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etc_ros.replay", "--images", tmp_path, "--topic",
+         "/loop/image_raw", "--rate", "50", "--no-restamp", "--loop", "--wait-subscribers", "1",
+         "--record", out, "--record-topics", "/loop/image_raw"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ros.wait_for(lambda: len(got) >= 5, bound=60)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert len(got) >= 5
+    # pass after pass, frame 0 then frame 1, each pass on the same 50 Hz time line
+    assert [_ns(m.header.stamp) for m in got[:5]] == [0, 20_000_000] * 2 + [0]
+    with Reader(out) as reader:  # finished properly: indexed and readable
+        count = sum(1 for _ in reader.messages())
+    assert count >= 1 and f"{count} messages recorded to {out}" in stdout
 
 
 class Echo:
