@@ -715,12 +715,16 @@ class Car:
 
 @dataclass
 class Pedestrian:
-    """A walking person: legs and arms swing with the distance walked."""
+    """A walking person: legs and arms swing with the distance walked.
+
+    People crossing turn around at the far sidewalk instead of walking into a facade.
+    """
 
     x0: float
     z0: float
     vx: float
     vz: float
+    x_limit: float
     height: float
     shirt: Color
     pants: Color
@@ -728,7 +732,9 @@ class Pedestrian:
     phase: float
 
     def position(self, t: float) -> tuple[float, float]:
-        return self.x0 + self.vx * t, self.z0 + self.vz * t
+        span = 2 * self.x_limit
+        p = (self.x0 + self.x_limit + self.vx * t) % (2 * span)
+        return (p if p < span else 2 * span - p) - self.x_limit, self.z0 + self.vz * t
 
     def draw(self, canvas: Canvas, style: Style, t: float) -> None:
         cam = canvas.cam
@@ -888,7 +894,7 @@ def make_traffic(rng: np.random.Generator, style: Style, layout: Layout, path: C
             x = side * (layout.road_half - layout.parking / 2)
             z = rng.uniform(-15, 5)
             while z < z_end:
-                if rng.random() < 0.7:
+                if rng.random() < 0.5:
                     out.append(car(x, z, 0.0))
                 z += rng.uniform(5.5, 9) / min(density, 1.3)
     for direction in (-1, 1):
@@ -912,14 +918,15 @@ def make_pedestrians(rng: np.random.Generator, layout: Layout, z_end: float,
                      density: float) -> list[Element]:
     """People walking along the sidewalks and a few crossing the road."""
     out: list[Element] = []
-    for _ in range(int(rng.poisson(density * 0.12 * (z_end + 20)))):
+    for _ in range(int(rng.poisson(density * 0.2 * (z_end + 20)))):
         side = rng.choice([-1, 1])
         x = side * (layout.road_half + layout.verge + rng.uniform(0.4, layout.sidewalk - 0.3))
         crossing = rng.random() < 0.1
         speed = rng.uniform(0.8, 1.7)
         vx = -side * speed if crossing else rng.normal(0, 0.05)
         vz = 0.0 if crossing else rng.choice([-1, 1]) * speed
-        out.append(Pedestrian(x, rng.uniform(-10, z_end), vx, vz, rng.uniform(1.5, 1.95),
+        out.append(Pedestrian(x, rng.uniform(-10, z_end), vx, vz, layout.facade_x - 0.3,
+                              rng.uniform(1.5, 1.95),
                               jitter(rng, tuple(rng.uniform(20, 230, 3)), 0),
                               jitter(rng, tuple(rng.uniform(20, 120, 3)), 0),
                               jitter(rng, (200, 160, 130), 50), rng.uniform(0, 2 * math.pi)))
