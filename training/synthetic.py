@@ -144,9 +144,11 @@ class Camera:
         return np.array([math.cos(self.yaw), 0.0, -math.sin(self.yaw)])
 
     def to_camera(self, points: np.ndarray) -> np.ndarray:
+        """World points (...,3) into camera coordinates (z = depth)."""
         return (points - self.pos) @ self.rot.T
 
     def project(self, pc: np.ndarray) -> np.ndarray:
+        """Camera points (...,3) to pixel coordinates (...,2); callers clip at NEAR first."""
         inv = self.f / np.maximum(pc[..., 2], 1e-6)
         out = np.empty(pc.shape[:-1] + (2,))
         out[..., 0] = self.width / 2 + pc[..., 0] * inv
@@ -154,6 +156,7 @@ class Camera:
         return out
 
     def distance(self, x: float, z: float) -> float:
+        """Ground distance to a point: the painter's sort key and the fog distance."""
         return math.hypot(x - self.pos[0], z - self.pos[2])
 
 
@@ -377,10 +380,12 @@ class Layout:
         return self.road_half + self.verge + self.sidewalk
 
     def lane_center(self, lane: int, direction: int) -> float:
+        """X of a lane centre; direction +1 drives with the camera (right-hand traffic)."""
         return direction * (lane + 0.5) * self.lane_width
 
 
 def sample_layout(rng: np.random.Generator) -> Layout:
+    """Random street cross-section: one or two lanes each way, optional parking and verge."""
     lanes = int(rng.integers(1, 3))
     return Layout(lanes=lanes, lane_width=rng.uniform(3.0, 3.7),
                   parking=rng.choice([0.0, 2.3], p=[0.3, 0.7]),
@@ -518,6 +523,8 @@ def sky_panorama(rng: np.random.Generator, style: Style, height: int,
 
 
 class Element(Protocol):
+    """A street object: ``position`` (x, z) at time t sorts it, ``draw`` paints it."""
+
     def position(self, t: float) -> tuple[float, float]: ...
 
     def draw(self, canvas: Canvas, style: Style, t: float) -> None: ...
@@ -784,6 +791,7 @@ class CameraPath:
     phase: float
 
     def at(self, t: float, f: float, width: int, height: int) -> Camera:
+        """The camera at time t (seconds)."""
         w = 2 * math.pi
         yaw = self.yaw_amp * math.sin(w * self.yaw_freq * t + self.phase)
         x = self.x + self.drift_amp * math.sin(w * 0.07 * t + self.phase)
@@ -797,12 +805,10 @@ class Scene:
     """One sequence's world; everything random is drawn once here, frames are pure rendering."""
 
     seed: int
-    frames: int
     height: int
     width: int
     focal: float
     style: Style
-    layout: Layout
     path: CameraPath
     ground: np.ndarray
     ground_far: np.ndarray
@@ -839,6 +845,7 @@ def make_buildings(rng: np.random.Generator, style: Style, layout: Layout, z_end
 
 
 def make_tree(rng: np.random.Generator, style: Style, x: float, z: float, bush: bool) -> Tree:
+    """A tree (or bush) whose crown shape and leaf clumps are fixed, so it stays rigid."""
     k = int(rng.integers(10, 22))
     ang, rad = rng.uniform(0, 2 * math.pi, k), np.sqrt(rng.uniform(0, 1, k)) * 0.65
     clumps = np.stack([rad * np.cos(ang), rad * np.sin(ang), rng.uniform(0.2, 0.45, k)], 1)
@@ -958,7 +965,7 @@ def make_scene(seed: int, frames: int, height: int, width: int,
     r2 = ((xx - width / 2) ** 2 + (yy - height / 2) ** 2) / ((width / 2) ** 2 + (height / 2) ** 2)
     vignette = (1 - rng.uniform(0.1, 0.4) * r2)[..., None]
     sky = sky_panorama(rng, style, height, width + int(focal * 0.3) + 64)
-    return Scene(seed, frames, height, width, focal, style, layout, path, ground,
+    return Scene(seed, height, width, focal, style, path, ground,
                  cv2.GaussianBlur(ground, (0, 0), 2.5), ground_classes, x_ext, sky, buildings,
                  gaps, elements, vignette)
 
@@ -1121,6 +1128,7 @@ def write_video(path: Path, frames: int, height: int, width: int, seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI: a dataset in the generic layout, or one sequence as an mp4 (``--video``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="dataset root to write")
     parser.add_argument("--train", type=int, default=24, help="training sequences")
