@@ -50,7 +50,7 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line instead of argparse's usage block, per the project's CLI rule."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"evaluate: error: {message} (see --help)\n")
 
 
 @dataclass
@@ -277,7 +277,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             video.close()
     inp = dict(source.describe())
     inp.update(stats, flow_preset=args.flow_preset, device=str(runs[0].segmenter.device),
-               max_frames=args.max_frames)
+               precision=runs[0].segmenter.precision, max_frames=args.max_frames)
     results = {"models": [_model_result(r) for r in runs], "input": inp}
     if args.json:
         out = Path(args.json)

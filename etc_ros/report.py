@@ -24,6 +24,7 @@ TC_PLOT = "tc_per_frame.png"
 LATENCY_PLOT = "latency_hist.png"
 PER_CLASS_PLOT = "per_class.png"
 VIDEO_NAME = "overlay.mp4"
+TC_CSV = "tc_per_frame.csv"
 
 # Panels wider than this are scaled down so the video stays small enough to share.
 _MAX_PANEL_WIDTH = 640
@@ -90,6 +91,7 @@ def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> 
     lines.append("")
     if figures:
         lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+        lines += [f"Per-frame TC values: [{TC_CSV}]({TC_CSV})", ""]
     if video:
         lines += [f"Side-by-side overlay video: [{video}]({video})", ""]
     return "\n".join(lines)
@@ -210,6 +212,13 @@ class SideBySideVideo:
             self._writer = None
 
 
+def write_tc_csv(series: list[ModelSeries], path: Path) -> None:
+    """Per-pair TC numbers behind the plot (frame = index of the later frame of the pair)."""
+    rows = ["model,frame,tc"]
+    rows += [f"{s.name},{x},{y:.4f}" for s in series for x, y in s.tc_per_pair]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
 def write_report(results: dict[str, Any], series: list[ModelSeries], out_dir: Path,
                  video: str | None = None) -> Path:
     """Write plots and report.md into out_dir (the video is written by SideBySideVideo)."""
@@ -222,6 +231,7 @@ def write_report(results: dict[str, Any], series: list[ModelSeries], out_dir: Pa
     figures.append(LATENCY_PLOT)
     plot_per_class(results["models"], out_dir / PER_CLASS_PLOT)
     figures.append(PER_CLASS_PLOT)
+    write_tc_csv(series, out_dir / TC_CSV)
     path = out_dir / REPORT_NAME
     path.write_text(markdown(results, figures, video), encoding="utf-8")
     return path
