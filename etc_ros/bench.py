@@ -53,14 +53,21 @@ def setup_ros_env(default_domain: int, log_dir: Path) -> None:
 
 
 class Child:
-    """A child process with its output in a log file, so a failure can be shown in one line."""
+    """A child process with its output in a log file, so a failure can be shown in one line.
 
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path) -> None:
+    `stderr_to_terminal` leaves the child's stderr (progress bars, its own one-line errors) on
+    ours instead.
+    """
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path,
+                 stderr_to_terminal: bool = False) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=os.environ.copy())
+            self.proc = subprocess.Popen(
+                list(args), stdout=log, stderr=None if stderr_to_terminal else subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=os.environ.copy())
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -86,9 +93,10 @@ class Child:
 
 
 @contextmanager
-def child(name: str, args: Sequence[str], log_dir: Path) -> Iterator[Child]:
+def child(name: str, args: Sequence[str], log_dir: Path,
+          stderr_to_terminal: bool = False) -> Iterator[Child]:
     """Run a child for the duration of a with-block; it is stopped even on Ctrl-C or errors."""
-    proc = Child(name, args, log_dir)
+    proc = Child(name, args, log_dir, stderr_to_terminal)
     try:
         yield proc
     finally:
