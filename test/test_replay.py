@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class Ros:
     """A node of this test process, spun in a thread, with a way to wait for conditions."""
 
     def __init__(self) -> None:
+        # topics of their own: no stale or foreign (same-domain) subscriber can count for replay
+        self.ns = f"/t{uuid.uuid4().hex[:10]}"
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Node("replay_test", context=self.context)
@@ -61,6 +64,7 @@ class Ros:
 
     def close(self) -> None:
         self.executor.shutdown()
+        self.node.destroy_node()
         self.context.try_shutdown()
         self.thread.join(timeout=5)
 
@@ -86,17 +90,18 @@ def _ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def _write_bag(path: Path, storage: str, frames: int = 5) -> dict[str, list[bytes]]:
-    written: dict[str, list[bytes]] = {"/cam/image_raw": [], "/chatter": []}
+def _write_bag(path: Path, storage: str, frames: int = 5, ns: str = "") -> dict[str, list[bytes]]:
+    cam, chatter = f"{ns}/cam/image_raw", f"{ns}/chatter"
+    written: dict[str, list[bytes]] = {cam: [], chatter: []}
     with BagWriter(path, storage) as bag:
         for i in range(frames):
             cdr = serialize_message(image_io.rgb8_to_image(_rgb(i), "bgr8", _header(i)))
-            written["/cam/image_raw"].append(cdr)
-            bag.write("/cam/image_raw", "sensor_msgs/msg/Image", 10**9 + i * 20_000_000, cdr)
+            written[cam].append(cdr)
+            bag.write(cam, "sensor_msgs/msg/Image", 10**9 + i * 20_000_000, cdr)
             if i % 2 == 0:
                 cdr = serialize_message(String(data=f"note {i}"))
-                written["/chatter"].append(cdr)
-                bag.write("/chatter", "std_msgs/msg/String", 10**9 + i * 20_000_000 + 1, cdr)
+                written[chatter].append(cdr)
+                bag.write(chatter, "std_msgs/msg/String", 10**9 + i * 20_000_000 + 1, cdr)
     return written
 
 
@@ -109,25 +114,26 @@ def _same_cdr(received: list[bytes], written: list[bytes]) -> bool:
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_bag_replayed_unchanged(ros: Ros, tmp_path: Path, storage: str) -> None:
-    written = _write_bag(tmp_path / "bag", storage)
-    images = ros.collect(Image, "/cam/image_raw", raw=True)
-    notes = ros.collect(String, "/chatter", raw=True)
+    cam, chatter = f"{ros.ns}/cam/image_raw", f"{ros.ns}/chatter"
+    written = _write_bag(tmp_path / "bag", storage, ns=ros.ns)
+    images = ros.collect(Image, cam, raw=True)
+    notes = ros.collect(String, chatter, raw=True)
     proc = _replay("--bag", tmp_path / "bag", "--wait-subscribers", "1")
     assert proc.returncode == 0, proc.stderr
-    assert "published 8 messages on /cam/image_raw, /chatter" in proc.stdout
+    assert f"published 8 messages on {cam}, {chatter}" in proc.stdout
     ros.wait_for(lambda: len(images) >= 5 and len(notes) >= 3)
-    assert _same_cdr(images, written["/cam/image_raw"])
-    assert _same_cdr(notes, written["/chatter"])
+    assert _same_cdr(images, written[cam])
+    assert _same_cdr(notes, written[chatter])
     stamps = [_ns(deserialize_message(b, Image).header.stamp) for b in images]
     assert stamps == [_ns(_header(i).stamp) for i in range(5)]
 
 
 def test_bag_topic_selection_and_restamp(ros: Ros, tmp_path: Path) -> None:
-    _write_bag(tmp_path / "bag", "mcap", frames=3)
-    images = ros.collect(Image, "/cam/image_raw")
-    notes = ros.collect(String, "/chatter")
+    _write_bag(tmp_path / "bag", "mcap", frames=3, ns=ros.ns)
+    images = ros.collect(Image, f"{ros.ns}/cam/image_raw")
+    notes = ros.collect(String, f"{ros.ns}/chatter")
     before = ros.node.get_clock().now().nanoseconds
-    proc = _replay("--bag", tmp_path / "bag", "--topic", "/cam/image_raw", "--restamp",
+    proc = _replay("--bag", tmp_path / "bag", "--topic", f"{ros.ns}/cam/image_raw", "--restamp",
                    "--wait-subscribers", "1")
     assert proc.returncode == 0, proc.stderr
     ros.wait_for(lambda: len(images) >= 3)
@@ -141,8 +147,8 @@ def test_restamp_sends_corrupt_messages_as_recorded(ros: Ros, tmp_path: Path) ->
     corrupt = good[:40]
     with BagWriter(tmp_path / "bag", "mcap") as bag:
         for i, data in enumerate((good, corrupt, good)):
-            bag.write("/cam/image_raw", "sensor_msgs/msg/Image", i, data)
-    got = ros.collect(Image, "/cam/image_raw", raw=True)
+            bag.write(f"{ros.ns}/cam/image_raw", "sensor_msgs/msg/Image", i, data)
+    got = ros.collect(Image, f"{ros.ns}/cam/image_raw", raw=True)
     proc = _replay("--bag", tmp_path / "bag", "--restamp", "--wait-subscribers", "1")
     assert proc.returncode == 0, proc.stderr
     ros.wait_for(lambda: len(got) >= 3)
@@ -154,8 +160,8 @@ def test_restamp_sends_corrupt_messages_as_recorded(ros: Ros, tmp_path: Path) ->
 def test_images_at_given_rate(ros: Ros, tmp_path: Path) -> None:
     for i in range(4):
         cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.cvtColor(_rgb(i), cv2.COLOR_RGB2BGR))
-    got = ros.collect(Image, "/front/image_raw")
-    proc = _replay("--images", tmp_path, "--topic", "/front/image_raw", "--rate", "20",
+    got = ros.collect(Image, f"{ros.ns}/front/image_raw")
+    proc = _replay("--images", tmp_path, "--topic", f"{ros.ns}/front/image_raw", "--rate", "20",
                    "--no-restamp", "--frame-id", "front", "--encoding", "bgra8",
                    "--wait-subscribers", "1")
     assert proc.returncode == 0, proc.stderr
@@ -174,9 +180,10 @@ def test_video_as_compressed(ros: Ros, tmp_path: Path) -> None:
     for i in range(3):
         writer.write(np.full((24, 32, 3), 40 * (i + 1), np.uint8))
     writer.release()
-    got = ros.collect(CompressedImage, "/camera/image_raw/compressed")
+    got = ros.collect(CompressedImage, f"{ros.ns}/camera/image_raw/compressed")
     before = ros.node.get_clock().now().nanoseconds
-    proc = _replay("--video", tmp_path / "clip.mp4", "--compressed", "--wait-subscribers", "1")
+    proc = _replay("--video", tmp_path / "clip.mp4", "--compressed", "--topic",
+                   f"{ros.ns}/camera/image_raw/compressed", "--wait-subscribers", "1")
     assert proc.returncode == 0, proc.stderr
     ros.wait_for(lambda: len(got) >= 3)
     assert len(got) == 3 and all("jpeg" in m.format for m in got)
@@ -189,12 +196,13 @@ def test_video_as_compressed(ros: Ros, tmp_path: Path) -> None:
 def test_loop_until_terminated_keeps_the_recording(ros: Ros, tmp_path: Path) -> None:
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.cvtColor(_rgb(i), cv2.COLOR_RGB2BGR))
-    got = ros.collect(Image, "/loop/image_raw")
+    topic = f"{ros.ns}/loop/image_raw"
+    got = ros.collect(Image, topic)
     out = tmp_path / "loop.mcap"
     proc = subprocess.Popen(
         [sys.executable, "-m", "etc_ros.replay", "--images", tmp_path, "--topic",
-         "/loop/image_raw", "--rate", "50", "--no-restamp", "--loop", "--wait-subscribers", "1",
-         "--record", out, "--record-topics", "/loop/image_raw"],
+         topic, "--rate", "50", "--no-restamp", "--loop", "--wait-subscribers", "1",
+         "--record", out, "--record-topics", topic],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ros.wait_for(lambda: len(got) >= 5, bound=60)
     proc.send_signal(signal.SIGTERM)
@@ -217,11 +225,11 @@ class Echo:
 
     def __init__(self, ros: Ros, skip: frozenset[int] = frozenset()) -> None:
         self.ros, self.skip = ros, skip
-        self.pub = ros.node.create_publisher(Image, "/cam/segmentation/label", RELIABLE)
+        self.pub = ros.node.create_publisher(Image, f"{ros.ns}/cam/segmentation/label", RELIABLE)
         self.sent = 0
         self.answered_at_arrival: list[int] = []
         self.lock = threading.Lock()
-        ros.node.create_subscription(Image, "/cam/image_raw", self._on_frame, RELIABLE)
+        ros.node.create_subscription(Image, f"{ros.ns}/cam/image_raw", self._on_frame, RELIABLE)
 
     def _on_frame(self, msg: Image) -> None:
         with self.lock:
@@ -238,10 +246,11 @@ class Echo:
 
 
 def test_lockstep_waits_for_each_answer(ros: Ros, tmp_path: Path) -> None:
-    _write_bag(tmp_path / "bag", "mcap", frames=4)
+    _write_bag(tmp_path / "bag", "mcap", frames=4, ns=ros.ns)
     echo = Echo(ros, skip=frozenset({1}))
-    proc = _replay("--bag", tmp_path / "bag", "--topic", "/cam/image_raw", "--rate", "1000",
-                   "--lockstep", "/cam/segmentation/label", "--lockstep-timeout", "1",
+    proc = _replay("--bag", tmp_path / "bag", "--topic", f"{ros.ns}/cam/image_raw", "--rate",
+                   "1000", "--lockstep", f"{ros.ns}/cam/segmentation/label",
+                   "--lockstep-timeout", "1",
                    "--wait-subscribers", "1")
     assert proc.returncode == 0, proc.stderr
     assert "4 messages" in proc.stdout and "1 lockstep timeouts" in proc.stdout
@@ -250,33 +259,35 @@ def test_lockstep_waits_for_each_answer(ros: Ros, tmp_path: Path) -> None:
 
 
 def test_record_outputs_to_mcap(ros: Ros, tmp_path: Path) -> None:
-    _write_bag(tmp_path / "bag", "sqlite3", frames=3)
+    _write_bag(tmp_path / "bag", "sqlite3", frames=3, ns=ros.ns)
     Echo(ros)
     out = tmp_path / "run.mcap"
-    proc = _replay("--bag", tmp_path / "bag", "--topic", "/cam/image_raw",
-                   "--lockstep", "/cam/segmentation/label", "--record", out,
-                   "--record-topics", "/cam/segmentation/label", "--drain", "0.5",
+    label = f"{ros.ns}/cam/segmentation/label"
+    proc = _replay("--bag", tmp_path / "bag", "--topic", f"{ros.ns}/cam/image_raw",
+                   "--lockstep", label, "--record", out,
+                   "--record-topics", label, "--drain", "0.5",
                    "--wait-subscribers", "1")
     assert proc.returncode == 0, proc.stderr
     assert f"3 messages recorded to {out}" in proc.stdout
     assert out.is_file()
     with Reader(out) as reader:
         assert {t: i.msgtype for t, i in reader.topics.items()} == {
-            "/cam/segmentation/label": "sensor_msgs/msg/Image"}
+            label: "sensor_msgs/msg/Image"}
         msgs = [deserialize_message(data, Image) for _, _, data in reader.messages()]
     assert [_ns(m.header.stamp) for m in msgs] == [_ns(_header(i).stamp) for i in range(3)]
     assert all(m.encoding == "mono8" and (image_io.image_to_numpy(m) == 7).all() for m in msgs)
 
 
 def _bad_inputs(tmp: Path) -> list[tuple[list, str]]:
-    _write_bag(tmp / "bag", "mcap", frames=1)
+    ns = f"/t{uuid.uuid4().hex[:10]}"  # no foreign subscriber can match (wait-subscribers case)
+    _write_bag(tmp / "bag", "mcap", frames=1, ns=ns)
     (tmp / "empty").mkdir()
     (tmp / "junk.mcap").write_bytes(b"\x89MCAP0\r\n" + bytes(40))
     (tmp / "exists.mcap").write_bytes(b"")
     return [
         (["--bag", tmp / "missing"], "bag not found"),
         (["--bag", tmp / "junk.mcap"], "unreadable or truncated bag"),
-        (["--bag", tmp / "bag", "--topic", "/nope"], "it has: /cam/image_raw (sensor_msgs"),
+        (["--bag", tmp / "bag", "--topic", "/nope"], f"it has: {ns}/cam/image_raw (sensor_msgs"),
         (["--images", tmp / "empty"], "empty image folder"),
         (["--video", tmp / "none.mp4"], "video not found"),
         (["--images", tmp / "empty", "--rate", "-1"], "--rate must be > 0"),
