@@ -171,16 +171,10 @@ def _run(source: FrameSource, runs: list[_ModelRun], preset: str, max_frames: in
     skipped: Counter[str] = Counter()
     read = pairs = 0
     prev: Frame | None = None
-    try:
-        total = len(source)
-    except TypeError:
-        total = None
-    if total is not None and max_frames is not None:
-        total = min(total, max_frames)
+    total = len(source) if max_frames is None else min(len(source), max_frames)
     for run in runs:
         run.segmenter.warmup()
-    with tqdm(total=None if total is None else total * len(runs), unit="frame",
-              desc="evaluate", dynamic_ncols=True) as bar:
+    with tqdm(total=total * len(runs), unit="frame", desc="evaluate", dynamic_ncols=True) as bar:
         for chunk in _chunks(source, max_frames):
             read += len(chunk)
             good: list[tuple[Frame, tuple[np.ndarray, np.ndarray] | None]] = []
