@@ -201,12 +201,11 @@ CITYSCAPES_SNIPPET = 30
 CITYSCAPES_LABELLED = 19  # the 20th frame of each snippet
 
 
-def cityscapes_sequences(root: Path, split: str,
-                         flow_root: Path | None = None) -> list[VideoSequence]:
+def cityscapes_sequences(root: Path, split: str) -> list[VideoSequence]:
     """30-frame snippets of leftImg8bit_sequence, each labelled on its 20th frame from gtFine.
 
-    Flows are cached under ``flow_root/<split>/<city>_<seq>_<first frame>/`` (default
-    ``<root>/flow``), since the Cityscapes tree has no per-snippet folder.
+    Flows are cached under ``<root>/flow/<split>/<city>_<seq>_<first frame>/``, since the
+    Cityscapes tree has no per-snippet folder.
     """
     seq_root = _split_dir(root / "leftImg8bit_sequence", split)
     groups: dict[tuple[str, str], list[tuple[int, Path]]] = defaultdict(list)
@@ -217,7 +216,7 @@ def cityscapes_sequences(root: Path, split: str,
         groups[(m["city"], m["seq"])].append((int(m["frame"]), path))
     if not groups:
         raise DatasetError(f"no *_leftImg8bit.png under {seq_root}")
-    flow_base = (flow_root or root / "flow") / split
+    flow_base = root / "flow" / split
     seqs = []
     for (city, seq), frames in sorted(groups.items()):
         frames.sort()
