@@ -1,0 +1,59 @@
+"""bench: one tiny real run (node and relay processes over real DDS); numbers sane, no timing."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from etc_ros.checkpoint import make_random_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_bench_tiny_run_prints_complete_table(tmp_path: Path) -> None:
+    model = tmp_path / "random.safetensors"
+    make_random_checkpoint(model, input_size=(64, 128))
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "etc_ros.bench", "--model", str(model), "--resolutions",
+         "64x128", "--frames", "6", "--warmup", "2", "--device", "cpu",
+         "--tc-monitor-compare", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=170, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
+    header, rows = _cells(lines[0]), [_cells(ln) for ln in lines[2:]]
+    assert header[:4] == ["model input (HxW)", "forward ms", "node e2e ms", "relay (DDS floor) ms"]
+    assert "TC monitor on" in header[-1]
+    assert len(rows) == 1 and rows[0][0] == "64x128"
+    row = rows[0]
+    for cell in row[1:4] + row[6:]:  # "p50 / p95" pairs
+        p50, p95 = (float(v) for v in cell.split("/"))
+        assert 0 < p50 <= p95 and math.isfinite(p95)
+    assert math.isfinite(float(row[4]))  # overhead may be negative when the CPU is noisy
+    assert row[5] in ("PASS", "MISS")
+    assert f"{model}" in proc.stdout and "given" in proc.stdout
+
+    data = json.loads(out.read_text())
+    (jrow,) = data["rows"]
+    for key in ("forward_ms", "node_e2e_ms", "relay_ms", "node_e2e_tc_ms"):
+        assert all(math.isfinite(v) and v > 0 for v in jrow[key].values()), key
+    for key in ("node_e2e_lost", "relay_lost", "node_e2e_tc_lost"):
+        assert 0 <= jrow[key] < 6
+    assert jrow["frames"] == 6
+
+
+def test_bench_bad_model_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "not_a_model.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    proc = subprocess.run(
+        [sys.executable, "-m", "etc_ros.bench", "--model", str(bad), "--resolutions", "64x128",
+         "--frames", "2"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("bench: error: checkpoint ")
