@@ -10,6 +10,11 @@ network is imperfect and flickers: the effect ETC training is meant to reduce.
     python -m training.synthetic --video demo.mp4 --video-frames 100
 
 Writes ``ROOT/<split>/<sequence>/images/000000.png`` and ``labels/000000.png`` (uint8 train ids).
+
+``difficulty`` (0..1) turns several knobs together: how often sidewalks are road-grey or asphalt
+and facades green-ish (class ambiguity), vegetation desaturation, exposure drift (+-5 % + 30 % * d),
+sensor noise (sigma up to 1 + 7 * d), forward motion blur, the chance of JPEG artefacts, ground
+shade patches, and the density of trees, poles, cars and people (small distant objects).
 """
 
 from __future__ import annotations
