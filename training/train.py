@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import sys
 import types
@@ -114,7 +113,7 @@ class TrainConfig:
     teacher_checkpoint: str | None = None
     teacher_arch: str | None = None
     # bookkeeping
-    val_every: int = 200
+    val_every: int = 200  # validate, write checkpoints and resume state every N iterations
     log_every: int = 10
 
     @property
@@ -574,8 +573,8 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
                 log.write(done, {f"val/{k}": v for k, v in metrics.items() if k != "step"})
                 meta = _checkpoint_meta(cfg, metrics)
                 save_checkpoint(out / "last.safetensors", model.state_dict(), meta)
-                score = metrics.get("miou", -math.inf)
-                if best is None or score > best:
+                score = metrics.get("miou")  # None without validation: best = last
+                if score is None or best is None or score > best:
                     best = score
                     save_checkpoint(out / "best.safetensors", model.state_dict(), meta)
                 save_train_state(out, done, cfg, model, optimizer, scaler, best, ddp.world)
