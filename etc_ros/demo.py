@@ -19,7 +19,14 @@ import cv2
 import numpy as np
 
 from etc_ros import image_io
-from etc_ros.bench import REPO_ROOT, child, node_command, percentiles, setup_ros_env
+from etc_ros.bench import (
+    REPO_ROOT,
+    child,
+    interrupt_on_sigterm,
+    node_command,
+    percentiles,
+    setup_ros_env,
+)
 from etc_ros.checkpoint import CheckpointError, load_checkpoint, make_random_checkpoint
 from etc_ros.sources import BagReader, SourceError, open_video
 
@@ -146,6 +153,7 @@ def summarise(bag: Path, out: Path, fps: float, strip_frames: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Console entry of `make demo`; exit 1 with one line when something fails."""
     args = build_parser().parse_args(argv)
+    interrupt_on_sigterm()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     setup_ros_env(42, args.out / "ros_log")

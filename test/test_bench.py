@@ -30,7 +30,7 @@ def test_bench_tiny_run_prints_complete_table(tmp_path: Path) -> None:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
     header, rows = _cells(lines[0]), [_cells(ln) for ln in lines[2:]]
     assert header[:4] == ["model input (HxW)", "forward ms", "node e2e ms", "relay (DDS floor) ms"]
-    assert "TC monitor on" in header[-1]
+    assert header[6] == "of which pre+post ms" and "TC monitor on" in header[7]
     assert len(rows) == 1 and rows[0][0] == "64x128"
     row = rows[0]
     for cell in row[1:4] + row[6:]:  # "p50 / p95" pairs
@@ -42,7 +42,7 @@ def test_bench_tiny_run_prints_complete_table(tmp_path: Path) -> None:
 
     data = json.loads(out.read_text())
     (jrow,) = data["rows"]
-    for key in ("forward_ms", "node_e2e_ms", "relay_ms", "node_e2e_tc_ms"):
+    for key in ("forward_ms", "pre_post_ms", "node_e2e_ms", "relay_ms", "node_e2e_tc_ms"):
         assert all(math.isfinite(v) and v > 0 for v in jrow[key].values()), key
     for key in ("node_e2e_lost", "relay_lost", "node_e2e_tc_lost"):
         assert 0 <= jrow[key] < 6
