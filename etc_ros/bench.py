@@ -162,7 +162,8 @@ class Link:
     def __init__(self, probe: Probe, proc: Child, image_topic: str, label_topic: str) -> None:
         from sensor_msgs.msg import Image
 
-        self.probe, self.proc, self.label_topic = probe, proc, label_topic
+        self.probe, self.proc = probe, proc
+        self.image_topic, self.label_topic = image_topic, label_topic
         self.pub = probe.node.create_publisher(Image, image_topic, _qos(1))
         self.sub = probe.node.create_subscription(Image, label_topic, probe.on_label, _qos(2))
         self.latencies_ms: list[float] = []
@@ -225,9 +226,35 @@ class Probe:
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.arrived: dict[int, int] = {}  # header stamp -> receive time, both ns since epoch
+        self.diagnostics: dict[str, tuple[float, dict[str, str]]] = {}  # name -> (when, values)
+        from diagnostic_msgs.msg import DiagnosticArray
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
+                                      _qos(10))
 
     def on_label(self, msg: object) -> None:
         self.arrived[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = time.time_ns()
+
+    def _on_diagnostics(self, msg: object) -> None:
+        for status in msg.status:
+            self.diagnostics[status.name] = (time.monotonic(), {v.key: v.value
+                                                                for v in status.values})
+
+    def node_report(self, link: Link, timeout_s: float = 5.0) -> dict[str, float]:
+        """The node's own view of the frames just measured, from its next /diagnostics status.
+
+        Splits e2e into receive->publish inside the node and its pre/forward/post (window means).
+        Empty when no status came in time.
+        """
+        since, deadline = time.monotonic(), time.monotonic() + timeout_s
+        keys = {"receive_to_publish_p50": "latency receive->publish p50 (ms)",
+                "preprocess_mean": "preprocess (ms)", "forward_mean": "forward (ms)",
+                "postprocess_mean": "postprocess (ms)"}
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.1)
+            for name, (when, values) in self.diagnostics.items():
+                if when > since and name.endswith(f": {link.image_topic}"):
+                    return {k: float(values[v]) for k, v in keys.items() if values.get(v)}
+        return {}
 
     def close(self) -> None:
         import rclpy
@@ -300,7 +327,8 @@ def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Pa
 
     with ExitStack() as stack:
         # All children start together (start-up overlaps) and are warm before any timing.
-        node_args = ["-p", "input_reliability:=reliable"]
+        node_args = ["-p", "input_reliability:=reliable",  # diagnostics over the measured frames
+                     "-p", f"diagnostics_window:={args.frames}"]
         node = _start(stack, probe, work, "node", res, lambda ns: node_command(
             f"{ns}/image_raw", ckpt, args.device, False, node_args))
         relay = _start(stack, probe, work, "relay", res, lambda ns: [
@@ -323,6 +351,7 @@ def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Pa
             pre_post.append(seg.last_timings.preprocess_ms + seg.last_timings.postprocess_ms)
             node.measure(msg, args.timeout)
             relay.measure(msg, args.timeout)
+        row["node_self_ms"] = probe.node_report(node)
         if "node_e2e_tc" in links:
             for msg in tqdm(msgs, desc=f"{res} node+TC", unit="frame", leave=False):
                 links["node_e2e_tc"].measure(msg, args.timeout)
@@ -359,6 +388,12 @@ def _pair(p: dict[str, float]) -> str:
     return f"{p['p50']:.1f} / {p['p95']:.1f}"
 
 
+def _self_report(report: dict[str, float]) -> str:
+    if "receive_to_publish_p50" not in report or "forward_mean" not in report:
+        return "n/a"
+    return f"{report['receive_to_publish_p50']:.1f} / {report['forward_mean']:.1f}"
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     """The README table: one line per model input size, p50 / p95 in ms.
 
@@ -369,14 +404,14 @@ def markdown_table(rows: Sequence[dict]) -> str:
     tc = any("node_e2e_tc_ms" in r for r in rows)
     head = ["model input (HxW)", "forward ms", "node e2e ms", "relay (DDS floor) ms",
             "node overhead p50 ms", f"e2e − fwd ≤ relay + {TARGET_MARGIN_MS:g} ms",
-            "of which pre+post ms"]
+            "of which pre+post ms", "node's own recv→pub p50 / fwd mean ms"]
     if tc:
         head.append("node e2e, TC monitor on, ms")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["resolution"], _pair(r["forward_ms"]), _pair(r["node_e2e_ms"]),
                  _pair(r["relay_ms"]), f"{r['overhead_ms']:.1f}", r["target"],
-                 _pair(r["pre_post_ms"])]
+                 _pair(r["pre_post_ms"]), _self_report(r["node_self_ms"])]
         if tc:
             cells.append(_pair(r["node_e2e_tc_ms"]))
         lines.append("| " + " | ".join(cells) + " |")

@@ -30,12 +30,13 @@ def test_bench_tiny_run_prints_complete_table(tmp_path: Path) -> None:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
     header, rows = _cells(lines[0]), [_cells(ln) for ln in lines[2:]]
     assert header[:4] == ["model input (HxW)", "forward ms", "node e2e ms", "relay (DDS floor) ms"]
-    assert header[6] == "of which pre+post ms" and "TC monitor on" in header[7]
+    assert header[6] == "of which pre+post ms" and "TC monitor on" in header[8]
     assert len(rows) == 1 and rows[0][0] == "64x128"
     row = rows[0]
-    for cell in row[1:4] + row[6:]:  # "p50 / p95" pairs
+    for cell in row[1:4] + [row[6], row[8]]:  # "p50 / p95" pairs
         p50, p95 = (float(v) for v in cell.split("/"))
         assert 0 < p50 <= p95 and math.isfinite(p95)
+    assert all(0 < float(v) < math.inf for v in row[7].split("/"))  # node's recv->pub / fwd
     assert math.isfinite(float(row[4]))  # overhead may be negative when the CPU is noisy
     assert row[5] in ("PASS", "MISS")
     assert f"{model}" in proc.stdout and "given" in proc.stdout
@@ -47,6 +48,8 @@ def test_bench_tiny_run_prints_complete_table(tmp_path: Path) -> None:
     for key in ("node_e2e_lost", "relay_lost", "node_e2e_tc_lost"):
         assert 0 <= jrow[key] < 6
     assert jrow["frames"] == 6
+    assert set(jrow["node_self_ms"]) == {"receive_to_publish_p50", "preprocess_mean",
+                                         "forward_mean", "postprocess_mean"}
 
 
 def test_bench_bad_model_is_one_line_error(tmp_path: Path) -> None:
