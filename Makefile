@@ -29,3 +29,19 @@ lint: venv
 
 bench: venv
 	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench
+
+# The shipped weights, end to end on this 2-core CPU (see README "Training"): synthetic data,
+# flow cache, teacher + three students, export. `make results` then evaluates them.
+DATA := data/synthetic
+data: venv
+	$(PY) -m training.synthetic --out $(DATA) --train 24 --val 4 --test 4 --frames 30 \
+	    --height 128 --width 256 --seed 0
+	$(PY) -m training.flow_cache --data-root $(DATA) --split train --max-offset 3 --workers 2
+
+train: venv
+	for cfg in student_baseline teacher student_tl student_etc; do \
+	    $(PY) -m training.train --config training/configs/$$cfg.yaml --data-root $(DATA) \
+	        --out runs/$$cfg || exit 1; \
+	done
+	$(PY) -m training.export --run runs/student_etc --out etc_ros/weights/student_etc.safetensors --name student_etc
+	$(PY) -m training.export --run runs/student_baseline --out etc_ros/weights/student_baseline.safetensors --name student_baseline

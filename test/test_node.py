@@ -15,12 +15,13 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
+from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
@@ -39,16 +40,6 @@ from etc_ros.node import SegmentationNode
 REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
-
-def wait_for(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
-    """Poll until cond() is truthy; the timeout only guards against a hang."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Client:
@@ -95,13 +86,6 @@ def exchange(client: Client, pub, msg, label_topic: str, tries: int = 60):
                     return lab
             time.sleep(0.01)
     raise AssertionError(f"no label with stamp {want} on {label_topic}")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    make_random_checkpoint(path, input_size=(64, 128))
-    return path
 
 
 @pytest.fixture(scope="module")

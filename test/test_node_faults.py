@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
@@ -24,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from sensor_msgs.msg import CompressedImage, Image
 
 from etc_ros import image_io
-from etc_ros.checkpoint import METADATA_KEY, make_random_checkpoint
+from etc_ros.checkpoint import METADATA_KEY
 from etc_ros.diagnostics import ERROR_AFTER_BAD_FRAMES, CameraStats
 from etc_ros.node import SegmentationNode
 
@@ -32,23 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_PIXELS = 10_000
 
-
-def wait_for(cond, timeout: float = 30.0, what: str = "condition"):
-    """Poll until cond() is truthy; the timeout only guards against a hang."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    make_random_checkpoint(path, input_size=(64, 128))
-    return path
 
 
 @pytest.fixture(scope="module")

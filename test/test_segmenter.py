@@ -1,21 +1,11 @@
 """Segmenter and resolve_device on a tiny random checkpoint (real torch model, CPU)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from etc_ros.checkpoint import make_random_checkpoint
 from etc_ros.segmenter import Segmenter, resolve_device
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    make_random_checkpoint(path, input_size=(64, 128))
-    return path
 
 
 @pytest.fixture(scope="module")
