@@ -8,12 +8,11 @@ from pathlib import Path
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchContext, LaunchDescription
 
 NODE_NAME = "segmentation_node"
 # Launch arguments that override the parameter of the same name when given (not empty).
