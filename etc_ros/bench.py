@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -339,14 +340,16 @@ def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Pa
             links["node_e2e_tc"] = _start(stack, probe, work, "node_tc", res, lambda ns:
                                           node_command(f"{ns}/image_raw", ckpt, args.device,
                                                        True, node_args))
-        seg = Segmenter(ckpt, args.device)
-        seg.warmup(iterations=args.warmup)
+        # Inference on a worker thread, as in the node, so both run torch's threads alike.
+        worker = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="bench_forward"))
+        seg = worker.submit(Segmenter, ckpt, args.device).result()
+        worker.submit(seg.warmup, iterations=args.warmup).result()
         for link in links.values():
             link.wait_ready(warm, args.timeout)
         forward, pre_post = [], []
         for frame, msg in tqdm(list(zip(frames, msgs, strict=True)), desc=f"{res} fwd/node/relay",
                                unit="frame", leave=False):
-            seg.segment([frame])
+            worker.submit(seg.segment, [frame]).result()
             forward.append(seg.last_timings.forward_ms)
             pre_post.append(seg.last_timings.preprocess_ms + seg.last_timings.postprocess_ms)
             node.measure(msg, args.timeout)
