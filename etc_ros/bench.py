@@ -328,7 +328,8 @@ def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Pa
 
     with ExitStack() as stack:
         # All children start together (start-up overlaps) and are warm before any timing.
-        node_args = ["-p", "input_reliability:=reliable",  # diagnostics over the measured frames
+        # Our publisher is reliable; the diagnostics window covers the measured frames.
+        node_args = ["-p", "input_reliability:=reliable",
                      "-p", f"diagnostics_window:={args.frames}"]
         node = _start(stack, probe, work, "node", res, lambda ns: node_command(
             f"{ns}/image_raw", ckpt, args.device, False, node_args))
