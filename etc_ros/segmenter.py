@@ -156,12 +156,12 @@ class Segmenter:
             logits = self.model(x)
             self._sync()
             t2 = time.perf_counter()
-            if want_confidence:
-                conf_t, labels_t = torch.softmax(logits.float(), dim=1).max(dim=1)
+            # max() over channels is ~3x faster than argmax() on NCHW CPU tensors.
+            top, labels_t = logits.max(dim=1)
+            conf = None
+            if want_confidence:  # max softmax = exp(max logit - logsumexp), no full softmax
+                conf_t = torch.exp(top.float() - torch.logsumexp(logits.float(), dim=1))
                 conf = conf_t.cpu().numpy()
-            else:
-                labels_t = logits.argmax(dim=1)
-                conf = None
             labels = labels_t.to(torch.int32 if self.label_dtype == np.uint16 else torch.uint8)
             labels = labels.cpu().numpy().astype(self.label_dtype, copy=False)
         results = [self._restore(img, labels[i], None if conf is None else conf[i])
