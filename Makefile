@@ -39,7 +39,7 @@ data: venv
 	$(PY) -m training.flow_cache --data-root $(DATA) --split train --max-offset 3 --workers 2
 
 train: venv
-	for cfg in student_baseline teacher student_tl student_etc; do \
+	for cfg in teacher student_baseline student_tl student_etc; do \
 	    $(PY) -m training.train --config training/configs/$$cfg.yaml --data-root $(DATA) \
 	        --out runs/$$cfg || exit 1; \
 	done

@@ -27,17 +27,13 @@ from etc_ros.bench import (
     percentiles,
     setup_ros_env,
 )
-from etc_ros.checkpoint import CheckpointError, load_checkpoint, make_random_checkpoint
+from etc_ros.checkpoint import CheckpointError, load_checkpoint
 from etc_ros.sources import BagReader, SourceError, open_video
 
 DEFAULT_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
 CAMERA_TOPIC = "/demo/camera/image_raw"
 OUT_NS = image_io.output_namespace(CAMERA_TOPIC)
 LABEL_TOPIC, OVERLAY_TOPIC = f"{OUT_NS}/label", f"{OUT_NS}/overlay"
-# Until the lead ships trained weights, the demo runs a random-init model with a loud warning.
-# Once etc_ros/weights/student_etc.safetensors is committed, set this to False.
-RANDOM_FALLBACK = True
-RANDOM_INPUT_SIZE = (128, 256)  # the shipped student's input size
 STARTUP_TIMEOUT_S = 120.0
 
 
@@ -59,23 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_model(given: Path | None, out: Path) -> Path:
-    """The model to run; raises DemoError when there is none."""
+def resolve_model(given: Path | None) -> Path:
+    """The model to run: --model, else the shipped default; raises DemoError when missing."""
     from etc_ros.node import DEFAULT_MODEL
 
-    if given is not None:
-        return given
-    if DEFAULT_MODEL.is_file():
-        return DEFAULT_MODEL
-    if not RANDOM_FALLBACK:
-        raise DemoError(f"no trained model at {DEFAULT_MODEL}; train and export "
-                         "it (python -m training.train ... then python -m training.export)")
-    path = out / "random_student.safetensors"
-    make_random_checkpoint(path, "lraspp_mobilenetv3", RANDOM_INPUT_SIZE)
-    bar = "!" * 78
-    print(f"{bar}\nWARNING: {DEFAULT_MODEL} is missing: running a RANDOMLY INITIALISED model.\n"
-          f"The labels are meaningless; only the data path is shown.\n{bar}", file=sys.stderr)
-    return path
+    model = given if given is not None else DEFAULT_MODEL
+    if not model.is_file():
+        raise DemoError(f"no model at {model}; train and export it (make data train)")
+    return model
 
 
 def trim_clip(src: Path, dst: Path, frames: int) -> Path:
@@ -160,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     bag = args.out / "demo.mcap"
     bag.unlink(missing_ok=True)  # our own output of an earlier run; replay never overwrites
     try:
-        model = resolve_model(args.model, args.out)
+        model = resolve_model(args.model)
         meta = load_checkpoint(model)[1]
         source = open_video(args.video)
         clip = args.video

@@ -14,6 +14,12 @@ class LRASPPMobileNetV3(nn.Module):
         super().__init__()
         weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained_backbone else None
         net = lraspp_mobilenet_v3_large(num_classes=num_classes, weights_backbone=weights)
+        # torchvision's MobileNetV3 uses BN momentum 0.01, made for 600-epoch ImageNet runs; in
+        # short segmentation runs the running statistics then lag the weights (measured here:
+        # 65% vs 85% val pixel accuracy after 400 steps). 0.1 is PyTorch's default.
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 0.1
         self.backbone = net.backbone
         self.head = net.classifier
         self.feature_channels = self.head.cbr[0].out_channels
