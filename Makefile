@@ -28,7 +28,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 bench: venv
-	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench
+	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench --tc-monitor-compare \
+	    --json docs/bench.json
 
 # The shipped weights, end to end on this 2-core CPU (see README "Training"): synthetic data,
 # flow cache, teacher + three students, export. `make results` then evaluates them.
@@ -45,3 +46,16 @@ train: venv
 	done
 	$(PY) -m training.export --run runs/student_etc --out etc_ros/weights/student_etc.safetensors --name student_etc
 	$(PY) -m training.export --run runs/student_baseline --out etc_ros/weights/student_baseline.safetensors --name student_baseline
+
+# mIoU / TC / forward time of all four models on the held-out synthetic test sequences.
+results: venv
+	$(PY) -m training.export --run runs/teacher --out runs/export/teacher.safetensors --name teacher
+	$(PY) -m training.export --run runs/student_tl --out runs/export/student_tl.safetensors --name student_tl
+	$(ROS_ENV) $(PY) -m etc_ros.evaluate --dataset $(DATA) --split test --device cpu \
+	    --model runs/export/teacher.safetensors \
+	    --model etc_ros/weights/student_baseline.safetensors \
+	    --model runs/export/student_tl.safetensors \
+	    --model etc_ros/weights/student_etc.safetensors \
+	    --json docs/results_synthetic_test.json --report-dir out/eval_synthetic
+	cp out/eval_synthetic/tc_per_frame.png out/eval_synthetic/latency_hist.png \
+	    out/eval_synthetic/per_class.png docs/
