@@ -124,8 +124,10 @@ class SegmentationNode(Node):
             ("input_reliability", "auto", _descriptor(
                 "auto | reliable | best_effort. auto follows the publishers on the graph: "
                 "reliable when all of them are reliable, re-checked as publishers come and go.")),
-            ("input_queue_depth", 1, _descriptor(
-                "Keep-last depth of the input subscriptions (the node only uses the newest).",
+            ("input_queue_depth", 5, _descriptor(
+                "Keep-last depth of the input subscriptions. The node only uses the newest "
+                "frame; a depth above 1 hands every frame to the callback, so frames replaced "
+                "before inference are counted as dropped instead of vanishing inside DDS.",
                 ints=(1, 100))),
             ("output_queue_depth", 2, _descriptor(
                 "Keep-last depth of the (reliable) output publishers.", ints=(1, 100))),
