@@ -27,7 +27,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -426,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     try:
         node = SegmentationNode()
-        executor = MultiThreadedExecutor(num_threads=2)
+        # One executor thread is enough (callbacks only park frames; inference has its own
+        # thread) and it is required: `auto` reliability destroys and recreates subscriptions,
+        # which races with a second executor thread building its wait set (InvalidHandle).
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (StartupError, CheckpointError, ParameterException, ValueError) as exc:

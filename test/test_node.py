@@ -24,7 +24,7 @@ import rclpy
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -89,7 +89,7 @@ def exchange(client: Client, pub, msg, label_topic: str, tries: int = 60):
 
 
 @pytest.fixture(scope="module")
-def ros(checkpoint) -> Iterator[tuple[SegmentationNode, Client, MultiThreadedExecutor]]:
+def ros(checkpoint) -> Iterator[tuple[SegmentationNode, Client, SingleThreadedExecutor]]:
     context = Context()
     rclpy.init(context=context)
     seg = SegmentationNode(context=context, parameter_overrides=[
@@ -99,7 +99,7 @@ def ros(checkpoint) -> Iterator[tuple[SegmentationNode, Client, MultiThreadedExe
         Parameter("diagnostics_period_s", value=0.2),
     ])
     client = Client(context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(seg)
     executor.add_node(client.node)
     thread = threading.Thread(target=executor.spin, daemon=True)
@@ -253,7 +253,7 @@ def test_flood_drops_frames_instead_of_queueing(tmp_path):
         client = Client(context)
         client.listen("/flood/segmentation/label", Image)
         client.listen("/diagnostics", DiagnosticArray)
-        executor = MultiThreadedExecutor(num_threads=2, context=context)
+        executor = SingleThreadedExecutor(context=context)
         executor.add_node(seg)
         executor.add_node(client.node)
         threading.Thread(target=executor.spin, daemon=True).start()
