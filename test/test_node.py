@@ -285,7 +285,9 @@ def test_flood_drops_frames_instead_of_queueing(tmp_path):
         final = wait_for(lambda: (c := counters()) and c["frames received"] ==
                          c["frames published"] + c["dropped frames"] and c, what="counters")
         assert final["dropped frames"] > 0
-        assert final["frames published"] == len(client.got("/flood/segmentation/label"))
+        # Outputs are reliable but keep-last (depth 2): a starved client may miss a label, so
+        # the node can have published more than the client saw, never fewer.
+        assert final["frames published"] >= len(client.got("/flood/segmentation/label"))
         executor.shutdown()
         seg.destroy_node()
     finally:
