@@ -65,9 +65,8 @@ def test_launch_overrides_are_node_parameters(declared):
 def test_launch_description_builds():
     if importlib.util.find_spec("launch_ros") is None:
         pytest.skip("launch_ros is not installable here (DESIGN.md); runs where ROS 2 is sourced")
-    from launch.actions import DeclareLaunchArgument
-
     from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
     spec = importlib.util.spec_from_file_location("segmentation_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
