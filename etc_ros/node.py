@@ -323,9 +323,11 @@ class SegmentationNode(Node):
             cam.latency.publish(Float64(data=stamp_ms))
         # Everything below is for people looking at it: computed only while someone looks.
         want_overlay = cam.overlay.get_subscription_count() > 0
-        if want_overlay or cam.color.get_subscription_count() > 0:
+        want_color = cam.color.get_subscription_count() > 0
+        if want_overlay or want_color:
             color = labels.colorize(result.labels, self._palette)
-            cam.color.publish(image_io.numpy_to_image(color, "rgb8", header))
+            if want_color:
+                cam.color.publish(image_io.numpy_to_image(color, "rgb8", header))
             if want_overlay:
                 if rgb.shape[:2] != color.shape[:2]:
                     rgb = cv2.resize(rgb, (color.shape[1], color.shape[0]),

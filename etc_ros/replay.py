@@ -29,6 +29,7 @@ from etc_ros import image_io, sources
 from etc_ros.sources import SourceError
 
 IMAGE_TYPES = sources.IMAGE_TYPES
+ACK_TIMEOUT_S = 5.0  # at exit, how long to wait for subscribers to acknowledge the last samples
 
 
 class ReplayError(Exception):
@@ -352,7 +353,13 @@ class _Player:
         return bool(got)
 
     def close(self) -> None:
-        """Drain the record topics, stop spinning, finish the bag."""
+        """Deliver what is in flight, drain the record topics, stop spinning, finish the bag."""
+        from rclpy.duration import Duration
+
+        # Reliable samples published just before exit are otherwise lost when the process ends
+        # before a late-matching subscriber has acknowledged them (no-op for best effort).
+        for pub in self.publishers.values():
+            pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
         if self.recorder is not None:
             time.sleep(max(self.args.drain, 0.0))
         self.executor.shutdown()
