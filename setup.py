@@ -28,9 +28,9 @@ setup(
     entry_points={
         "console_scripts": [
             f"segmentation_node = {PACKAGE}.node:main",
-            f"replay = {PACKAGE}.replay:main",
-            f"evaluate = {PACKAGE}.evaluate:main",
-            f"bench = {PACKAGE}.bench:main",
+            f"replay = {PACKAGE}.tools.replay:main",
+            f"evaluate = {PACKAGE}.tools.evaluate:main",
+            f"bench = {PACKAGE}.tools.bench:main",
         ],
     },
 )

@@ -11,7 +11,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from etc_ros.checkpoint import make_random_checkpoint
-from etc_ros.demo import CAMERA_TOPIC, DEFAULT_CLIP, LABEL_TOPIC, OVERLAY_TOPIC
+from etc_ros.tools.demo import CAMERA_TOPIC, DEFAULT_CLIP, LABEL_TOPIC, OVERLAY_TOPIC
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 12

@@ -15,9 +15,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from etc_ros.checkpoint import make_random_checkpoint
-from etc_ros.evaluate import main
 from etc_ros.labels import CITYSCAPES_CLASSES
 from etc_ros.segmenter import Segmenter
+from etc_ros.tools.evaluate import main
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 64, 96

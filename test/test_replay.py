@@ -23,8 +23,9 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from etc_ros import image_io, replay
-from etc_ros.sources import BagWriter
+from etc_ros import image_io
+from etc_ros.tools import replay
+from etc_ros.tools.sources import BagWriter
 
 REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

@@ -10,8 +10,9 @@ import pytest
 from rclpy.serialization import serialize_message
 from std_msgs.msg import Header, String
 
-from etc_ros import image_io, sources
-from etc_ros.sources import BagWriter, SourceError
+from etc_ros import image_io
+from etc_ros.tools import sources
+from etc_ros.tools.sources import BagWriter, SourceError
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from etc_ros.labels import IGNORE_INDEX
-from etc_ros.sources import SourceError, open_dataset
+from etc_ros.tools.sources import SourceError, open_dataset
 from training.flow_cache import flow_path, load_flow
 from training.transforms import Clip, normalize
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from etc_ros.checkpoint import load_checkpoint, make_random_checkpoint, save_checkpoint
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
 DEMO_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
 DEFAULT_ARCH = "lraspp_mobilenetv3"

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from etc_ros import image_io
-from etc_ros.bench import (
+from etc_ros.checkpoint import CheckpointError, load_checkpoint
+from etc_ros.tools.bench import (
     REPO_ROOT,
     child,
     interrupt_on_sigterm,
@@ -27,8 +28,7 @@ from etc_ros.bench import (
     percentiles,
     setup_ros_env,
 )
-from etc_ros.checkpoint import CheckpointError, load_checkpoint
-from etc_ros.sources import BagReader, SourceError, open_video
+from etc_ros.tools.sources import BagReader, SourceError, open_video
 
 DEFAULT_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
 CAMERA_TOPIC = "/demo/camera/image_raw"

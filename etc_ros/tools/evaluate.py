@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointError
 from etc_ros.labels import IGNORE_INDEX
-from etc_ros.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
 from etc_ros.segmenter import Segmenter
-from etc_ros.sources import (
+from etc_ros.temporal import DIS_PRESETS, TemporalConsistency, consistency_flow
+from etc_ros.tools.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
+from etc_ros.tools.sources import (
     Frame,
     FrameSource,
     SourceError,
@@ -36,7 +37,6 @@ from etc_ros.sources import (
     open_images,
     open_video,
 )
-from etc_ros.temporal import DIS_PRESETS, TemporalConsistency, consistency_flow
 
 # Frames are decoded, flowed and segmented in chunks: bounded memory on long recordings, while
 # each model still runs on a run of frames by itself (one model after another).

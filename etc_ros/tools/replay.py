@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from etc_ros import image_io, sources
-from etc_ros.sources import SourceError
+from etc_ros import image_io
+from etc_ros.tools import sources
+from etc_ros.tools.sources import SourceError
 
 IMAGE_TYPES = sources.IMAGE_TYPES
 ACK_TIMEOUT_S = 5.0  # at exit, how long to wait for subscribers to acknowledge the last samples

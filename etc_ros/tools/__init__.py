@@ -1,0 +1,1 @@
+"""Offline tools around the node: replay, evaluate, report, bench, demo (not on the robot)."""
