@@ -15,7 +15,16 @@ import cv2
 import numpy as np
 import torch
 
-from etc_ros.checkpoint import CheckpointMeta, load_model
+from etc_ros.backends import (
+    ONNX_SUFFIX,
+    Backend,
+    OrtBackend,
+    TorchBackend,
+    cached_onnx,
+    choose_backend,
+    default_cpu_threads,
+)
+from etc_ros.checkpoint import CheckpointMeta
 
 _LOG = logging.getLogger(__name__)
 _CUDA_SPEC = re.compile(r"cuda(:\d+)?")
@@ -72,9 +81,10 @@ class BatchTimings:
 class Segmenter:
     """A loaded segmentation model ready to label RGB frames.
 
-    Frames of any size are resized to the checkpoint's input size, normalised and run as one
-    batch; labels come back at each frame's own resolution (nearest neighbour, so class ids are
-    never blended) unless `model_resolution_output` is set.
+    Frames of any size are resized to the checkpoint's input size and run as one batch on the
+    backend (eager torch, or ONNX Runtime for `.onnx` files and `backend="onnxruntime"`);
+    labels come back at each frame's own resolution (nearest neighbour, so class ids are never
+    blended) unless `model_resolution_output` is set. `cpu_threads` 0 = one per usable core.
     """
 
     def __init__(
@@ -83,6 +93,9 @@ class Segmenter:
         device: str | torch.device = "auto",
         half: bool | None = None,
         model_resolution_output: bool = False,
+        backend: str = "auto",
+        cpu_threads: int = 0,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         on_cuda = self.device.type == "cuda"
@@ -90,27 +103,28 @@ class Segmenter:
             half = on_cuda
         if half and not on_cuda:
             raise ValueError("half precision (fp16) needs a CUDA device")
+        if cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0 (0 = auto), got {cpu_threads}")
         self.model_path = Path(model_path)
-        model, meta = load_model(self.model_path, self.device)
-        self.meta: CheckpointMeta = meta
-        self.precision = "fp16" if half else "fp32"
-        self._dtype = torch.float16 if half else torch.float32
-        # channels_last lets cuDNN pick its fastest NHWC kernels, fp16 halves memory traffic.
-        self._memory_format = torch.channels_last if on_cuda else torch.contiguous_format
-        self.model = model.to(device=self.device, dtype=self._dtype,
-                              memory_format=self._memory_format).eval()
+        self.backend_name = choose_backend(self.model_path, backend)
+        self.cpu_threads = cpu_threads or default_cpu_threads()
+        if self.backend_name == "torch":
+            self.backend: Backend = TorchBackend(self.model_path, self.device, half,
+                                                 self.cpu_threads)
+        else:
+            onnx_path = self.model_path
+            if onnx_path.suffix.lower() != ONNX_SUFFIX:
+                onnx_path = cached_onnx(self.model_path, log)
+            self.backend = OrtBackend(onnx_path, self.device, half, self.cpu_threads, log)
+        self.meta: CheckpointMeta = self.backend.meta
+        self.precision = self.backend.precision
+        self.provider = self.backend.provider
         self.model_resolution_output = model_resolution_output
-        self.num_classes = len(meta.class_names)
-        self.label_dtype = np.uint8 if self.num_classes <= 255 else np.uint16
-        self.input_size: tuple[int, int] = (int(meta.input_size[0]), int(meta.input_size[1]))
-        # (x/255 - mean)/std folded into one multiply-add, done on the device.
-        std = torch.tensor(meta.std, dtype=torch.float32)
-        mean = torch.tensor(meta.mean, dtype=torch.float32)
-        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device, self._dtype)
-        self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device, self._dtype)
+        self.num_classes = len(self.meta.class_names)
+        self.label_dtype = self.backend.label_dtype
+        self.input_size: tuple[int, int] = (int(self.meta.input_size[0]),
+                                            int(self.meta.input_size[1]))
         self._host = torch.empty(0, dtype=torch.uint8)
-        if on_cuda:
-            torch.backends.cudnn.benchmark = True
         self.last_timings = BatchTimings()
 
     def _host_buffer(self, n: int) -> np.ndarray:
@@ -118,7 +132,8 @@ class Segmenter:
         if self._host.shape[0] < n:
             h, w = self.input_size
             self._host = torch.empty((n, h, w, 3), dtype=torch.uint8,
-                                     pin_memory=self.device.type == "cuda")
+                                     pin_memory=self.device.type == "cuda"
+                                     and self.backend_name == "torch")
         return self._host[:n].numpy()
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1,), iterations: int = 2) -> None:
@@ -147,23 +162,9 @@ class Segmenter:
             else:
                 cv2.resize(img, (w, h), dst=host[i], interpolation=cv2.INTER_AREA
                            if img.shape[0] > h else cv2.INTER_LINEAR)
-        with torch.inference_mode():
-            x = torch.from_numpy(host).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).to(self._dtype).contiguous(memory_format=self._memory_format)
-            x = x * self._scale + self._shift
-            self._sync()
-            t1 = time.perf_counter()
-            logits = self.model(x)
-            self._sync()
-            t2 = time.perf_counter()
-            # max() over channels is ~3x faster than argmax() on NCHW CPU tensors.
-            top, labels_t = logits.max(dim=1)
-            conf = None
-            if want_confidence:  # max softmax = exp(max logit - logsumexp), no full softmax
-                conf_t = torch.exp(top.float() - torch.logsumexp(logits.float(), dim=1))
-                conf = conf_t.cpu().numpy()
-            labels = labels_t.to(torch.int32 if self.label_dtype == np.uint16 else torch.uint8)
-            labels = labels.cpu().numpy().astype(self.label_dtype, copy=False)
+        t1 = time.perf_counter()
+        labels, conf = self.backend.run(host, want_confidence)
+        t2 = time.perf_counter()
         results = [self._restore(img, labels[i], None if conf is None else conf[i])
                    for i, img in enumerate(images)]
         t3 = time.perf_counter()
@@ -176,14 +177,11 @@ class Segmenter:
         """Bring one result back to the frame's resolution (or keep the model's)."""
         size = img.shape[:2]
         if self.model_resolution_output or labels.shape == size:
-            return SegmentationResult(labels, conf)
+            # The backend's buffers are reused by the next batch: hand out copies.
+            return SegmentationResult(labels.copy(), None if conf is None else conf.copy())
         dsize = (size[1], size[0])
         # NEAREST_EXACT samples pixel centres; plain NEAREST shifts labels by half a pixel.
         out = cv2.resize(labels, dsize, interpolation=cv2.INTER_NEAREST_EXACT)
         if conf is not None:
             conf = cv2.resize(conf, dsize, interpolation=cv2.INTER_LINEAR)
         return SegmentationResult(out, conf)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
