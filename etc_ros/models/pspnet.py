@@ -52,7 +52,8 @@ class PSPNet(nn.Module):
         self, depth: int, num_classes: int, pretrained_backbone: bool, feature_channels: int
     ) -> None:
         super().__init__()
-        factory = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}[depth]
+        factory = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50,
+                   101: resnet.resnet101}[depth]
         weights = "IMAGENET1K_V1" if pretrained_backbone else None
         backbone = factory(weights=weights)
         _dilate(backbone.layer3, 2)
@@ -63,8 +64,8 @@ class PSPNet(nn.Module):
         )
         self.layer3 = backbone.layer3
         self.layer4 = backbone.layer4
-        layer3_ch = 1024 if depth == 50 else 256
-        layer4_ch = 2048 if depth == 50 else 512
+        layer3_ch = 1024 if depth >= 50 else 256
+        layer4_ch = 2048 if depth >= 50 else 512
         self.ppm = PyramidPooling(layer4_ch)
         self.bottleneck = nn.Sequential(
             _conv_bn_relu(self.ppm.out_channels, feature_channels, 3), nn.Dropout2d(0.1)

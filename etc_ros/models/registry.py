@@ -1,10 +1,12 @@
 """Architecture names -> models. The names are stored in checkpoints: never rename one."""
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
 from etc_ros.models.base import SegmentationModel
+from etc_ros.models.effnet_lite import LRASPPEffNetLite0, PSPEffNetLite0
 from etc_ros.models.lraspp import LRASPPMobileNetV3
 from etc_ros.models.pspnet import PSPNet
 
@@ -26,13 +28,64 @@ def _lraspp(num_classes: int, pretrained_backbone: bool) -> SegmentationModel:
     return SegmentationModel(net, num_classes, net.feature_channels)
 
 
+def _lite0(cls: type) -> Callable[[int, bool], SegmentationModel]:
+    def build(num_classes: int, pretrained_backbone: bool) -> SegmentationModel:
+        if pretrained_backbone:
+            raise PretrainedWeightsUnavailable(
+                "EfficientNet-Lite0 has no download: convert the ImageNet weights with "
+                "python -m training.pretrained and name the file in backbone_weights")
+        net = cls(num_classes)
+        return SegmentationModel(net, num_classes, net.feature_channels)
+
+    return build
+
+
 _BUILDERS: dict[str, Callable[[int, bool], SegmentationModel]] = {
     "pspnet18": _pspnet(18, 256),
     "pspnet34": _pspnet(34, 256),
     "pspnet50": _pspnet(50, 512),
+    "pspnet101": _pspnet(101, 512),
     "lraspp_mobilenetv3": _lraspp,
+    "lraspp_effnet_lite0": _lite0(LRASPPEffNetLite0),
+    "pspnet_effnet_lite0": _lite0(PSPEffNetLite0),
 }
 ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which ImageNet backbone an architecture starts from, and where its tensors live.
+
+    Backbone weight files use the backbone's own key names (torchvision's for ResNet and
+    MobileNetV3, ``EfficientNetLite0``'s for Lite0); ``model_key`` maps one to the segmentation
+    model's state-dict key, or None for a tensor the model has no use for (classifier).
+    """
+
+    name: str
+    prefixes: tuple[str, ...]  # model state-dict keys that belong to the backbone
+
+    def model_key(self, key: str) -> str | None:
+        """The model's key for backbone file key ``key`` (None: not part of this model)."""
+        if self.name == "efficientnet_lite0":
+            return "net.backbone." + key
+        if self.name == "mobilenet_v3_large":
+            head, _, rest = key.partition(".")
+            return f"net.backbone.{rest}" if head == "features" else None
+        head, _, rest = key.partition(".")  # resnet
+        rename = {"conv1": "net.stem.0", "bn1": "net.stem.1", "layer1": "net.stem.4",
+                  "layer2": "net.stem.5", "layer3": "net.layer3", "layer4": "net.layer4"}
+        return f"{rename[head]}.{rest}" if head in rename else None
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "pspnet18": BackboneSpec("resnet18", ("net.stem.", "net.layer3.", "net.layer4.")),
+    "pspnet34": BackboneSpec("resnet34", ("net.stem.", "net.layer3.", "net.layer4.")),
+    "pspnet50": BackboneSpec("resnet50", ("net.stem.", "net.layer3.", "net.layer4.")),
+    "pspnet101": BackboneSpec("resnet101", ("net.stem.", "net.layer3.", "net.layer4.")),
+    "lraspp_mobilenetv3": BackboneSpec("mobilenet_v3_large", ("net.backbone.",)),
+    "lraspp_effnet_lite0": BackboneSpec("efficientnet_lite0", ("net.backbone.",)),
+    "pspnet_effnet_lite0": BackboneSpec("efficientnet_lite0", ("net.backbone.",)),
+}
 
 
 def build_model(arch: str, num_classes: int, pretrained_backbone: bool = False) -> nn.Module:
