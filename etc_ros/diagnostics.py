@@ -41,6 +41,9 @@ class CameraStats:
         self.bad = 0
         self.consecutive_bad = 0
         self.last_bad_reason = ""
+        self.failures = 0
+        self.last_failure = ""
+        self._failures_since_report = 0
         self.frame_id = ""
         self.tc: float | None = None
         start = time.monotonic() if now is None else now
@@ -62,6 +65,14 @@ class CameraStats:
             self.bad += 1
             self.consecutive_bad += 1
             self.last_bad_reason = reason
+
+    def on_failure(self, reason: str) -> None:
+        """The node failed serving this camera (a worker fault, not bad input): ERROR until the
+        next status, so a fault between two statuses is still reported."""
+        with self._lock:
+            self.failures += 1
+            self._failures_since_report += 1
+            self.last_failure = reason
 
     def on_published(self, stamp_latency_ms: float | None, receive_latency_ms: float,
                      frame_id: str) -> None:
@@ -91,6 +102,7 @@ class CameraStats:
             in_rate = (self.received - rx_prev) / dt
             out_rate = (self.published - tx_prev) / dt
             self._last_report = (now, self.received, self.published)
+            failures_now, self._failures_since_report = self._failures_since_report, 0
             stamp = _percentiles(self._stamp_latency)
             recv = _percentiles(self._receive_latency)
             timings = np.array(self._timings).mean(axis=0) if self._timings else None
@@ -104,6 +116,8 @@ class CameraStats:
                 "dropped frames": str(self.dropped),
                 "bad frames": str(self.bad),
                 "last bad frame reason": self.last_bad_reason,
+                "worker failures": str(self.failures),
+                "last worker failure": self.last_failure,
             }
             for name, stats in (("stamp->publish", stamp), ("receive->publish", recv)):
                 for key, value in zip(("p50", "p95", "max"), stats or (None,) * 3, strict=True):
@@ -124,6 +138,10 @@ class CameraStats:
                 level = DiagnosticStatus.ERROR
                 message = (f"last {self.consecutive_bad} frames were bad: "
                            f"{self.last_bad_reason}")
+            if failures_now:
+                level = DiagnosticStatus.ERROR
+                message = (f"{failures_now} worker failure(s) since the last status: "
+                           f"{self.last_failure}")
             frame_id = self.frame_id
         return DiagnosticStatus(
             level=level,

@@ -3,15 +3,19 @@
 Data path: subscription callbacks only park the newest message of each camera in a slot
 (latest-frame-wins, so latency never queues behind a slow model); one worker thread takes every
 ready slot, decodes (image_io), runs one batch (Segmenter) and publishes with the input's header.
+The worker is supervised: a batch that raises is counted and reported (ERROR on /diagnostics) and
+the next frame is served; a watchdog restarts the thread if it ever dies.
 
     python -m etc_ros.node --ros-args -p image_topics:="['/cam/image_raw']"
 """
 from __future__ import annotations
 
 import array
+import os
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,21 @@ CHOICES = {
 }
 RELIABILITY_CHECK_PERIOD_S = 0.5  # how soon `auto` follows a camera publisher appearing
 BAD_FRAME_WARNING_PERIOD_S = 5.0  # at most one bad-frame warning per camera in this period
+WORKER_CHECK_PERIOD_S = 0.5  # how soon the watchdog restarts a dead inference worker
+WORKER_FAILURE_LOG_PERIOD_S = 5.0  # repeated worker failures: at most one log line per period
+# FAULT-INJECTION TEST HOOK, used by test/test_node_faults.py only. When this environment
+# variable is set to an id, a frame whose header.frame_id equals it makes the worker's batch
+# raise InjectedFault, and one whose frame_id is "<id>:kill" ends the worker thread. Unset (as
+# in production), no frame is ever looked at.
+FAULT_INJECTION_ENV = "ETC_ROS_TEST_FAULT_INJECTION"
+
+
+class InjectedFault(RuntimeError):
+    """Raised by the fault-injection test hook inside a batch (see FAULT_INJECTION_ENV)."""
+
+
+class _InjectedWorkerDeath(BaseException):
+    """Escapes the worker's catch-all, as an unforeseen fault would: the watchdog's test."""
 
 
 class StartupError(ValueError):
@@ -121,6 +140,9 @@ class SegmentationNode(Node):
             ("max_pixels", 16_777_216, _descriptor(
                 "Frames with more pixels are skipped as bad input (0 = no limit).",
                 ints=(0, 2**31 - 1))),
+            ("mono16_bits", 16, _descriptor(
+                "Significant bits of mono16/16UC1 input (10 and 12 are common): their top 8 "
+                "bits become the model's grey level, larger values saturate.", ints=(8, 16))),
             ("input_reliability", "auto", _descriptor(
                 "auto | reliable | best_effort. auto follows the publishers on the graph: "
                 "reliable when all of them are reliable, re-checked as publishers come and go.")),
@@ -158,6 +180,7 @@ class SegmentationNode(Node):
         _check_topics(topics)
         self._alpha: float = p["overlay_alpha"]
         self._max_pixels: int | None = p["max_pixels"] or None
+        self._mono16_bits: int = p["mono16_bits"]
         self._budget_ms: float = p["latency_budget_ms"]
         self._stale_s: float = p["stale_timeout_s"]
         self._publish_latency: bool = p["publish_latency"]
@@ -182,6 +205,11 @@ class SegmentationNode(Node):
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["output_queue_depth"],
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
+        # Images for people (RViz): sensor-data QoS, so a slow viewer never back-pressures the
+        # worker or holds old frames; machines read the reliable label.
+        viewer_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                                reliability=ReliabilityPolicy.BEST_EFFORT,
+                                durability=DurabilityPolicy.VOLATILE)
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -197,9 +225,9 @@ class SegmentationNode(Node):
                 else Image,
                 stats=CameraStats(topic, window=p["diagnostics_window"]),
                 label=self.create_publisher(Image, f"{ns}/label", out_qos),
-                color=self.create_publisher(Image, f"{ns}/color", out_qos),
-                overlay=self.create_publisher(Image, f"{ns}/overlay", out_qos),
-                confidence=self.create_publisher(Image, f"{ns}/confidence", out_qos),
+                color=self.create_publisher(Image, f"{ns}/color", viewer_qos),
+                overlay=self.create_publisher(Image, f"{ns}/overlay", viewer_qos),
+                confidence=self.create_publisher(Image, f"{ns}/confidence", viewer_qos),
                 latency=self.create_publisher(Float64, f"{ns}/latency_ms", out_qos),
                 classes=self.create_publisher(String, f"{ns}/classes", latched),
                 reliability=self._wanted_reliability(topic) or ReliabilityPolicy.BEST_EFFORT,
@@ -217,9 +245,17 @@ class SegmentationNode(Node):
             self.create_timer(RELIABILITY_CHECK_PERIOD_S, self._follow_publishers)
         self.add_on_set_parameters_callback(self._validate_change)
         self.add_post_set_parameters_callback(self._apply_change)
-        self._worker = threading.Thread(target=self._work, name="segmentation_worker",
-                                        daemon=True)
-        self._worker.start()
+        self._fault_id = os.environ.get(FAULT_INJECTION_ENV) or None
+        if self._fault_id:
+            self.get_logger().warning(
+                f"{FAULT_INJECTION_ENV} is set: fault-injection test hook active for frame_id "
+                f"{self._fault_id!r}")
+        self._failure_causes: set[tuple[str, str, int]] = set()
+        self._last_failure_log = -1e9
+        self._worker_death: BaseException | None = None
+        self._worker_restarts = 0
+        self._worker = self._start_worker()
+        self.create_timer(WORKER_CHECK_PERIOD_S, self._watch_worker)
         self.get_logger().info(
             f"segmenting {', '.join(topics)} with {model_path.name} ({meta.architecture}, "
             f"{meta.input_size[0]}x{meta.input_size[1]}) on {device} "
@@ -269,6 +305,19 @@ class SegmentationNode(Node):
             self._cond.notify()
 
     # -- inference worker ---------------------------------------------------------------------
+    def _start_worker(self) -> threading.Thread:
+        thread = threading.Thread(target=self._worker_main, name="segmentation_worker",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _worker_main(self) -> None:
+        """Thread body: whatever ends the thread is kept for the watchdog to report."""
+        try:
+            self._work()
+        except BaseException as exc:  # noqa: BLE001 - reported and restarted by _watch_worker
+            self._worker_death = exc
+
     def _work(self) -> None:
         while True:
             with self._cond:
@@ -279,13 +328,58 @@ class SegmentationNode(Node):
                 ready = [(c, *c.pending) for c in self.cameras if c.pending]
                 for cam, _, _ in ready:
                     cam.pending = None
-            self._process(ready)
+            try:
+                self._process(ready)
+            except Exception as exc:  # noqa: BLE001 - supervised: count, report, serve on
+                self._worker_failed([cam for cam, *_ in ready], exc)
+
+    def _worker_failed(self, cameras: list[_Camera], exc: BaseException) -> None:
+        """A batch raised: ERROR on these cameras' next status; traceback once per cause."""
+        if not self.context.ok():
+            return  # shutting down: publishing after the context is gone is expected
+        cause = _cause(exc)
+        for cam in cameras:
+            cam.stats.on_failure(cause)
+        where = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
+        key = (type(exc).__name__, getattr(where[0], "filename", ""),
+               getattr(where[0], "lineno", 0) or 0)
+        now = time.monotonic()
+        if key not in self._failure_causes:
+            self._failure_causes.add(key)
+            self._last_failure_log = now
+            self.get_logger().error(
+                f"inference worker failure, serving the next frame: {cause}\n"
+                + "".join(traceback.format_exception(exc)).rstrip())
+        elif now - self._last_failure_log >= WORKER_FAILURE_LOG_PERIOD_S:
+            self._last_failure_log = now
+            failures = sum(c.stats.failures for c in self.cameras)
+            self.get_logger().error(
+                f"inference worker failure, serving the next frame: {cause} "
+                f"({failures} failures so far)")
+
+    def _watch_worker(self) -> None:
+        """Watchdog timer: a worker thread that died is reported (ERROR) and restarted."""
+        with self._cond:
+            if self._stop or self._worker.is_alive():
+                return
+            death, self._worker_death = self._worker_death, None
+            self._worker_restarts += 1
+            self._worker = self._start_worker()
+        cause = _cause(death) if death is not None else "the thread ended without an exception"
+        for cam in self.cameras:
+            cam.stats.on_failure(f"inference worker died ({cause}); restarted")
+        details = "" if death is None else "\n" + "".join(
+            traceback.format_exception(death)).rstrip()
+        self.get_logger().error(
+            f"inference worker died ({cause}); restarted ({self._worker_restarts} restarts)"
+            + details)
 
     def _process(self, ready: list[tuple[_Camera, Any, float]]) -> None:
         batch = []
         for cam, msg, received in ready:
             try:
-                batch.append((cam, msg, received, image_io.msg_to_rgb8(msg, self._max_pixels)))
+                batch.append((cam, msg, received, image_io.msg_to_rgb8(
+                    msg, self._max_pixels, self._mono16_bits)))
             except image_io.ImageConversionError as exc:
                 self._bad_frame(cam, str(exc))
         if not batch:
@@ -313,6 +407,11 @@ class SegmentationNode(Node):
 
     def _publish(self, cam: _Camera, header: Header, rgb: np.ndarray,
                  result: SegmentationResult, received: float) -> None:
+        if self._fault_id is not None:  # fault-injection test hook (FAULT_INJECTION_ENV)
+            if header.frame_id == self._fault_id:
+                raise InjectedFault(f"injected fault for frame_id {header.frame_id!r}")
+            if header.frame_id == f"{self._fault_id}:kill":
+                raise _InjectedWorkerDeath(f"injected worker death, frame_id {header.frame_id!r}")
         label_enc = "mono8" if result.labels.dtype == np.uint8 else "mono16"
         cam.label.publish(image_io.numpy_to_image(result.labels, label_enc, header))
         receive_ms = (time.monotonic() - received) * 1e3
@@ -347,7 +446,8 @@ class SegmentationNode(Node):
         for cam in self.cameras:
             if cam.monitor is not None:
                 cam.stats.set_tc(cam.monitor.value())
-            extra = dict(self._static_values, **{"input reliability": cam.reliability.name})
+            extra = dict(self._static_values, **{"input reliability": cam.reliability.name,
+                                                 "worker restarts": str(self._worker_restarts)})
             msg.status.append(cam.stats.status(
                 now, node_name=self.get_name(), latency_budget_ms=self._budget_ms,
                 stale_timeout_s=self._stale_s, extra=extra))
@@ -370,6 +470,8 @@ class SegmentationNode(Node):
                 self._alpha = param.value
             elif param.name == "max_pixels":
                 self._max_pixels = param.value or None
+            elif param.name == "mono16_bits":
+                self._mono16_bits = param.value
             elif param.name == "latency_budget_ms":
                 self._budget_ms = param.value
             elif param.name == "stale_timeout_s":
@@ -382,7 +484,8 @@ class SegmentationNode(Node):
         with self._cond:
             self._stop = True
             self._cond.notify()
-        self._worker.join()
+            worker = self._worker  # the watchdog starts no other once _stop is set
+        worker.join()
         for cam in self.cameras:
             if cam.monitor is not None:
                 cam.monitor.close()
@@ -401,6 +504,14 @@ def _check_value(name: str, value: Any) -> str | None:
     if name == "image_topics" and not value:
         return "give at least one image topic"
     return None
+
+
+def _cause(exc: BaseException) -> str:
+    """One line naming an exception and where it was raised, for logs and /diagnostics."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}{': ' + text if text else ''}{where}"
 
 
 def _check_topics(topics: list[str]) -> None:

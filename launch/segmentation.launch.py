@@ -23,6 +23,7 @@ OVERRIDES = {
     "output_resolution": "input | model: resolution of the label image.",
     "input_reliability": "auto | reliable | best_effort.",
     "overlay_alpha": "Weight of the class colours in the overlay, 0..1.",
+    "mono16_bits": "Significant bits of mono16/16UC1 input (8..16, e.g. 12).",
     "latency_budget_ms": "Diagnostics WARN above this p95 latency (ms).",
     "tc_monitor": "true: live temporal-consistency monitor in /diagnostics.",
 }

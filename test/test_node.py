@@ -1,9 +1,10 @@
 """The segmentation node over real rclpy/DDS: formats, headers, lazy outputs, drops, QoS.
 
-The node runs in-process on its own executor thread (same DDS participant as the test client)
-or, for the cross-process QoS test, as `python -m etc_ros.node`. test/conftest.py keeps all
-traffic on localhost in a random domain. Waits have generous timeouts only as hang guards;
-nothing here asserts on speed (that is `etc_ros.bench`'s job).
+The node runs in-process on its own executor thread (a second participant in this process,
+talking to the test client over DDS) or, for the cross-process QoS test, as
+`python -m etc_ros.node`. test/conftest.py keeps all traffic on localhost in a random domain.
+Waits have generous timeouts only as hang guards; nothing here asserts on speed (that is
+`etc_ros.bench`'s job).
 """
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ from etc_ros import node as node_module
 from etc_ros.checkpoint import make_random_checkpoint
 from etc_ros.labels import CITYSCAPES_CLASSES
 from etc_ros.node import SegmentationNode
+from etc_ros.segmenter import Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+BEST_EFFORT = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 
@@ -74,18 +77,25 @@ def stamped(msg, sec: int, frame_id: str = "camera"):
     return msg
 
 
-def exchange(client: Client, pub, msg, label_topic: str, tries: int = 60):
-    """Publish until the label with msg's stamp arrives (covers the auto-QoS re-subscribe)."""
+def exchange(client: Client, pub, msg, label_topic: str, tries: int = 60,
+             also: tuple[str, ...] = ()):
+    """Publish until the label (and every `also` topic) with msg's stamp arrived.
+
+    Republishing covers the auto-QoS re-subscribe and best-effort outputs that may lose a sample.
+    """
     want = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+    def found(topic: str):
+        return next((m for m in client.got(topic)
+                     if (m.header.stamp.sec, m.header.stamp.nanosec) == want), None)
     for _ in range(tries):
         pub.publish(msg)
         end = time.monotonic() + 0.5
         while time.monotonic() < end:
-            for lab in client.got(label_topic):
-                if (lab.header.stamp.sec, lab.header.stamp.nanosec) == want:
-                    return lab
+            if all(found(t) is not None for t in (label_topic, *also)):
+                return found(label_topic)
             time.sleep(0.01)
-    raise AssertionError(f"no label with stamp {want} on {label_topic}")
+    raise AssertionError(f"no output with stamp {want} on {label_topic} {also}")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +107,7 @@ def ros(checkpoint) -> Iterator[tuple[SegmentationNode, Client, SingleThreadedEx
         Parameter("model_path", value=str(checkpoint)),
         Parameter("device", value="cpu"),
         Parameter("diagnostics_period_s", value=0.2),
+        Parameter("overlay_alpha", value=0.0),  # the overlay is then the decoded input
     ])
     client = Client(context)
     executor = SingleThreadedExecutor(context=context)
@@ -115,20 +126,62 @@ def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("encoding", image_io.SUPPORTED_ENCODINGS)
-def test_every_encoding_gives_label_with_input_header_and_size(ros, encoding):
+@pytest.fixture(scope="module")
+def reference(checkpoint) -> Segmenter:
+    """The same checkpoint outside the node: what the labels of a decoded frame must be."""
+    return Segmenter(checkpoint, "cpu")
+
+
+def _pattern(h: int, w: int) -> np.ndarray:
+    """A smooth colour pattern, as a camera sees (noise would be ruined by 4:2:x chroma)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    return np.stack([40 + 3 * x, 30 + 4 * y, 230 - 1.5 * x - 1.5 * y], -1).clip(
+        0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("encoding", image_io.SUPPORTED_ENCODINGS + ("8UC1", "8UC3", "16UC1"))
+def test_every_encoding_gives_correct_label_with_input_header_and_size(ros, reference,
+                                                                       encoding):
     _, client, _ = ros
     client.listen("/enc/segmentation/label", Image)
+    client.listen("/enc/segmentation/overlay", Image, BEST_EFFORT)
     pub = client.node.create_publisher(Image, "/enc/image_raw", RELIABLE)
-    sec = 100 + image_io.SUPPORTED_ENCODINGS.index(encoding)
-    msg = stamped(image_io.rgb8_to_image(_rgb(50, 70), encoding), sec, f"cam_{encoding}")
+    sec = 100 + list(image_io.SUPPORTED_ENCODINGS + ("8UC1", "8UC3", "16UC1")).index(encoding)
+    msg = stamped(image_io.rgb8_to_image(_pattern(50, 70), encoding), sec, f"cam_{encoding}")
     msg.header.stamp.nanosec = 123_456_789
-    label = exchange(client, pub, msg, "/enc/segmentation/label")
+    label = exchange(client, pub, msg, "/enc/segmentation/label",
+                     also=("/enc/segmentation/overlay",))
     assert label.header.frame_id == f"cam_{encoding}"
     assert (label.header.stamp.sec, label.header.stamp.nanosec) == (sec, 123_456_789)
     assert (label.height, label.width, label.encoding) == (50, 70, "mono8")
-    ids = image_io.image_to_numpy(label)
-    assert ids.shape == (50, 70) and ids.max() < len(CITYSCAPES_CLASSES)
+    # overlay_alpha 0: the overlay is the node's decoded input, which must be image_io's
+    # (checked against OpenCV's own conversions in test_image_io) ...
+    decoded = image_io.msg_to_rgb8(msg)
+    overlay = next(m for m in client.got("/enc/segmentation/overlay")
+                   if m.header.stamp.sec == sec)
+    np.testing.assert_array_equal(image_io.image_to_numpy(overlay), decoded)
+    # ... and the label is the model's answer for that picture.
+    expected = reference.segment([decoded], False)[0].labels
+    np.testing.assert_array_equal(image_io.image_to_numpy(label), expected)
+    client.node.destroy_publisher(pub)
+
+
+def test_mono16_bits_parameter_scales_twelve_bit_input(ros):
+    seg, client, _ = ros
+    client.listen("/enc/segmentation/label", Image)
+    client.listen("/enc/segmentation/overlay", Image, BEST_EFFORT)
+    pub = client.node.create_publisher(Image, "/enc/image_raw", RELIABLE)
+    twelve = (np.linspace(0, 4095, 40 * 60).reshape(40, 60)).astype(np.uint16)
+    for sec, bits, top in ((150, 16, 15), (151, 12, 255)):
+        assert seg.set_parameters([Parameter("mono16_bits", value=bits)])[0].successful
+        msg = stamped(image_io.numpy_to_image(twelve, "mono16"), sec)
+        exchange(client, pub, msg, "/enc/segmentation/label", also=("/enc/segmentation/overlay",))
+        seen = image_io.image_to_numpy(next(m for m in client.got("/enc/segmentation/overlay")
+                                            if m.header.stamp.sec == sec))
+        assert seen.max() == top, bits  # 12-bit data read as 16-bit is nearly black
+        np.testing.assert_array_equal(seen, image_io.msg_to_rgb8(msg, mono16_bits=bits))
+    assert not seg.set_parameters([Parameter("mono16_bits", value=17)])[0].successful
+    assert seg.set_parameters([Parameter("mono16_bits", value=16)])[0].successful
     client.node.destroy_publisher(pub)
 
 
@@ -148,6 +201,13 @@ def test_compressed_gives_label_with_input_header_and_size(ros, fmt):
 def test_lazy_outputs_only_with_subscribers(ros, monkeypatch):
     seg, client, _ = ros
     client.listen("/enc/segmentation/label", Image)
+    lazy = {"color": "rgb8", "overlay": "rgb8", "confidence": "32FC1"}
+    cam = seg.cameras[0]
+    for name in lazy:  # earlier tests of this module may still watch the overlay
+        if f"/enc/segmentation/{name}" in client.subs:
+            client.unlisten(f"/enc/segmentation/{name}")
+    wait_for(lambda: not any(getattr(cam, n).get_subscription_count() for n in lazy),
+             what="no lazy subscribers at the start")
     # Counting wrappers around the real functions: they show what work the node did.
     colorize_calls: list[int] = []
     real_colorize = node_module.labels.colorize
@@ -158,22 +218,20 @@ def test_lazy_outputs_only_with_subscribers(ros, monkeypatch):
     monkeypatch.setattr(seg.segmenter, "segment", lambda imgs, want:
                         confidence_asked.append(want) or real_segment(imgs, want))
     pub = client.node.create_publisher(Image, "/enc/image_raw", RELIABLE)
-    cam = seg.cameras[0]
 
     exchange(client, pub, stamped(image_io.rgb8_to_image(_rgb(40, 60)), 300),
              "/enc/segmentation/label")
     assert colorize_calls == [] and not any(confidence_asked)
 
-    lazy = {"color": "rgb8", "overlay": "rgb8", "confidence": "32FC1"}
     for name in lazy:
-        client.listen(f"/enc/segmentation/{name}", Image)
+        client.listen(f"/enc/segmentation/{name}", Image, BEST_EFFORT)
     wait_for(lambda: all(getattr(cam, n).get_subscription_count() for n in lazy),
              what="node to see the lazy subscribers")
     msg = stamped(image_io.rgb8_to_image(_rgb(40, 60)), 301)
-    exchange(client, pub, msg, "/enc/segmentation/label")
+    exchange(client, pub, msg, "/enc/segmentation/label",
+             also=tuple(f"/enc/segmentation/{n}" for n in lazy))
     for name, encoding in lazy.items():
-        out = wait_for(lambda n=name: [m for m in client.got(f"/enc/segmentation/{n}")
-                                       if m.header.stamp.sec == 301], what=name)[0]
+        out = [m for m in client.got(f"/enc/segmentation/{name}") if m.header.stamp.sec == 301][0]
         assert (out.height, out.width, out.encoding) == (40, 60, encoding)
     conf = np.frombuffer(bytes(out.data), np.float32)
     assert conf.size == 40 * 60 and conf.min() > 0.0 and conf.max() <= 1.0 + 1e-6
@@ -187,6 +245,32 @@ def test_lazy_outputs_only_with_subscribers(ros, monkeypatch):
     exchange(client, pub, stamped(image_io.rgb8_to_image(_rgb(40, 60)), 302),
              "/enc/segmentation/label")
     assert len(colorize_calls) == n_colorize and not confidence_asked[-1]
+    client.node.destroy_publisher(pub)
+
+
+def test_qos_people_best_effort_machines_reliable(ros):
+    """Viewer images are sensor-data QoS (best effort, depth 1); label/classes reliable."""
+    seg, client, _ = ros
+    client.listen("/enc/segmentation/overlay", Image, BEST_EFFORT)
+
+    def qos(name: str):
+        infos = wait_for(lambda: client.node.get_publishers_info_by_topic(
+            f"/enc/segmentation/{name}"), what=f"{name} publisher on the graph")
+        assert len(infos) == 1 and infos[0].node_name == "segmentation_node"
+        return infos[0].qos_profile
+    for name in ("color", "overlay", "confidence"):
+        profile = qos(name)  # as other participants see it on the graph
+        assert profile.reliability == ReliabilityPolicy.BEST_EFFORT, name
+        assert profile.durability == DurabilityPolicy.VOLATILE, name
+        # discovery does not carry the history depth: read it from the publisher itself
+        assert getattr(seg.cameras[0], name).qos_profile.depth == 1, name
+    assert qos("label").reliability == ReliabilityPolicy.RELIABLE
+    assert qos("classes").reliability == ReliabilityPolicy.RELIABLE
+    assert qos("classes").durability == DurabilityPolicy.TRANSIENT_LOCAL
+    # a best-effort subscriber (RViz's default for images) receives the overlay
+    pub = client.node.create_publisher(Image, "/enc/image_raw", RELIABLE)
+    exchange(client, pub, stamped(image_io.rgb8_to_image(_rgb(30, 40)), 400),
+             "/enc/segmentation/label", also=("/enc/segmentation/overlay",))
     client.node.destroy_publisher(pub)
 
 
@@ -239,7 +323,11 @@ def test_diagnostics_contain_the_fields(ros):
 
 
 def test_flood_drops_frames_instead_of_queueing(tmp_path):
-    """A 100 Hz camera into a model slower than 10 ms: newest frame wins, no backlog."""
+    """A camera four times faster than the model: newest frame wins, no backlog.
+
+    The camera's rate is derived from the forward time measured here, on this machine, so the
+    node is flooded however fast or loaded the machine is.
+    """
     ckpt = tmp_path / "slow.safetensors"
     make_random_checkpoint(ckpt, arch="pspnet18", input_size=(128, 256))
     context = Context()
@@ -264,11 +352,21 @@ def test_flood_drops_frames_instead_of_queueing(tmp_path):
         pub = client.node.create_publisher(Image, "/flood/image_raw", RELIABLE)
         exchange(client, pub, stamped(image_io.rgb8_to_image(_rgb(64, 96)), 1),
                  "/flood/segmentation/label")
+        # The fastest of a few forwards (the least disturbed by other load): the node needs at
+        # least this per frame, so a camera at 4x that rate must make it drop.
+        forwards = []
+        for _ in range(5):
+            start = time.perf_counter()
+            seg.segmenter.segment([_rgb(64, 96)], False)
+            forwards.append(time.perf_counter() - start)
+        interval = min(forwards) / 4
         sent = list(range(1000, 1200))
         frame = image_io.rgb8_to_image(_rgb(64, 96))
+        next_send = time.perf_counter()
         for sec in sent:
             pub.publish(stamped(frame, sec))
-            time.sleep(0.01)
+            next_send += interval
+            time.sleep(max(0.0, next_send - time.perf_counter()))
         # The last frame is never dropped, so its label must come; then nothing is queued.
         wait_for(lambda: any(m.header.stamp.sec == sent[-1]
                              for m in client.got("/flood/segmentation/label")), 120, "last")
@@ -317,19 +415,23 @@ labels = {k: [] for k in qos}
 for k in qos:
     node.create_subscription(Image, f"/{k}/segmentation/label", labels[k].append,
                              QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+# A viewer as RViz subscribes: best effort (a reliable one would not match the overlay at all).
+labels["overlay"] = []
+node.create_subscription(Image, "/rel/segmentation/overlay", labels["overlay"].append,
+                         QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
 result = {}
 for res, (h, w) in enumerate([(480, 640), (720, 1280), (1080, 1920)]):
     frame = image_io.rgb8_to_image(np.full((h, w, 3), 90, np.uint8))
     frame.header.stamp.sec = res
     end = time.monotonic() + 120
-    seen = {k: 0 for k in qos}
+    seen = {k: 0 for k in labels}
     while time.monotonic() < end and not all(seen.values()):
         for k, pub in pubs.items():
             pub.publish(frame)
         t = time.monotonic()
         while time.monotonic() - t < 0.1:
             rclpy.spin_once(node, timeout_sec=0.02)
-        for k in qos:
+        for k in labels:
             seen[k] = sum(1 for m in labels[k] if m.header.stamp.sec == res
                           and (m.height, m.width) == (h, w))
     result[f"{w}x{h}"] = seen
@@ -338,7 +440,8 @@ print(json.dumps(result), flush=True)
 
 
 def test_reliable_and_best_effort_publishers_at_vga_720p_1080p(checkpoint, tmp_path):
-    """Across processes, both loading the shipped Fast DDS profile (as the launch file does)."""
+    """Across processes, both loading the shipped Fast DDS profile (as the launch file does):
+    reliable and best-effort cameras get labels, a best-effort viewer gets the overlay."""
     env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config/fastdds_shm.xml"))
     node = subprocess.Popen(
         [sys.executable, "-m", "etc_ros.node", "--ros-args",
@@ -358,6 +461,6 @@ def test_reliable_and_best_effort_publishers_at_vga_720p_1080p(checkpoint, tmp_p
     assert checker.returncode == 0, checker.stderr + node_out
     result = json.loads(checker.stdout.strip().splitlines()[-1])
     for size in ("640x480", "1280x720", "1920x1080"):
-        assert result[size]["rel"] > 0 and result[size]["be"] > 0, (result, node_out)
+        assert all(result[size][k] > 0 for k in ("rel", "be", "overlay")), (result, node_out)
     assert node.returncode == 0, node_out
     assert "Traceback" not in node_out
