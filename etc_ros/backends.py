@@ -124,13 +124,13 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, onnx_path: Path, device: torch.device, half: bool, cpu_threads: int,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, tensorrt: bool = True) -> None:
         import onnxruntime as ort
 
         from etc_ros.export_onnx import INPUT_NAME, METADATA_KEY, OUTPUTS
 
         self._input, self._outputs = INPUT_NAME, OUTPUTS
-        providers, self.provider, self.precision = _providers(ort, device, half, onnx_path)
+        providers, self.provider, self.precision = _providers(ort, device, half, tensorrt)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = cpu_threads if cpu_threads > 0 else default_cpu_threads()
@@ -203,7 +203,7 @@ class OrtBackend:
         return labels, conf if want_confidence else None
 
 
-def _providers(ort: object, device: torch.device, half: bool, path: Path
+def _providers(ort: object, device: torch.device, half: bool, tensorrt: bool
                ) -> tuple[list, str, str]:
     """ORT providers for a device: (providers list, description, precision)."""
     if device.type == "cpu":
@@ -213,7 +213,7 @@ def _providers(ort: object, device: torch.device, half: bool, path: Path
     available = ort.get_available_providers()
     index = device.index or 0
     cuda = ("CUDAExecutionProvider", {"device_id": index})
-    if "TensorrtExecutionProvider" in available:
+    if tensorrt and "TensorrtExecutionProvider" in available:
         cache = cache_dir() / "trt_engines"
         cache.mkdir(parents=True, exist_ok=True)
         trt = ("TensorrtExecutionProvider", {

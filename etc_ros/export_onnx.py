@@ -155,6 +155,8 @@ def export_int8(model_path: Path, out: Path, calibration: Path, max_images: int 
 
     Only convolutions are quantised: the folded pre/post-processing (cast,
     normalise, argmax, softmax max) stays fp32, as do the head's upsample and activations.
+    Activation ranges are the 99.999th percentile of the calibration histogram (min/max lets a
+    few outlier activations waste the 8 bits: 97.8 % vs 98.3 % agreement on the student).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -174,7 +176,9 @@ def export_int8(model_path: Path, out: Path, calibration: Path, max_images: int 
         fp32 = Path(tmpdir) / "fp32.onnx"
         meta = export(model_path, fp32, log=log)
         h, w = meta.input_size
-        frames = [_load_rgb(p, (h, w)) for p in images]
+        frames = [f for f in (_load_rgb(p, (h, w)) for p in images) if f is not None]
+        if not frames:
+            raise ExportError(f"calibration folder {calibration}: no colour images")
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
@@ -191,7 +195,7 @@ def export_int8(model_path: Path, out: Path, calibration: Path, max_images: int 
             str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv"],
-            calibrate_method=CalibrationMethod.MinMax)
+            calibrate_method=CalibrationMethod.Percentile)
         _write_metadata(quantized, meta, {"format": ONNX_FORMAT, "precision": "int8",
                                           "source": model_path.name,
                                           "source_sha256": file_sha256(model_path),
@@ -234,10 +238,17 @@ def _write_metadata(path: Path, meta: CheckpointMeta, onnx_info: dict) -> None:
     onnx.save(model, str(path))
 
 
-def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def _load_rgb(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """A calibration frame at the model input size; None for single-channel files (label maps
+    of a dataset folder)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if bgr is None:
         raise ExportError(f"calibration image {path}: cannot be read")
+    if bgr.ndim != 3 or bgr.shape[2] not in (3, 4):
+        return None
+    bgr = bgr[:, :, :3]
+    if bgr.dtype != np.uint8:
+        bgr = (bgr >> 8).astype(np.uint8) if bgr.dtype == np.uint16 else bgr.astype(np.uint8)
     h, w = size
     interp = cv2.INTER_AREA if bgr.shape[0] > h else cv2.INTER_LINEAR
     return cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=interp), cv2.COLOR_BGR2RGB)

@@ -84,7 +84,8 @@ class Segmenter:
     Frames of any size are resized to the checkpoint's input size and run as one batch on the
     backend (eager torch, or ONNX Runtime for `.onnx` files and `backend="onnxruntime"`);
     labels come back at each frame's own resolution (nearest neighbour, so class ids are never
-    blended) unless `model_resolution_output` is set. `cpu_threads` 0 = one per usable core.
+    blended) unless `model_resolution_output` is set. `cpu_threads` 0 = one per usable core;
+    `tensorrt` False keeps ONNX Runtime on its CUDA provider even where TensorRT is present.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class Segmenter:
         backend: str = "auto",
         cpu_threads: int = 0,
         log: Callable[[str], None] | None = None,
+        tensorrt: bool = True,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         on_cuda = self.device.type == "cuda"
@@ -115,7 +117,8 @@ class Segmenter:
             onnx_path = self.model_path
             if onnx_path.suffix.lower() != ONNX_SUFFIX:
                 onnx_path = cached_onnx(self.model_path, log)
-            self.backend = OrtBackend(onnx_path, self.device, half, self.cpu_threads, log)
+            self.backend = OrtBackend(onnx_path, self.device, half, self.cpu_threads, log,
+                                      tensorrt)
         self.meta: CheckpointMeta = self.backend.meta
         self.precision = self.backend.precision
         self.provider = self.backend.provider

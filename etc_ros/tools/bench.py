@@ -8,8 +8,14 @@ One run, the same frames for every measurement, per model input size:
   (c) the same through a pass-through relay process (no model) as the transport floor;
   (d) optionally (b) again with the live TC monitor on.
 The derived node overhead is e2e - forward - relay (p50); target: e2e - forward <= relay + 3 ms.
+`--backends` repeats (a)-(c) per backend on the same frames: torch (fp32), ort (ONNX Runtime
+fp32), ort-int8 (static int8, calibrated on the bench frames), and on a GPU torch-fp16, ort-cuda,
+ort-trt. `--forward-only` measures (a) alone and imports nothing from ROS (GPU machines).
 
     python -m etc_ros.bench --resolutions 256x512,512x1024 --frames 60 --tc-monitor-compare
+    python -m etc_ros.bench --backends torch,ort,ort-int8 --resolutions 128x256,512x1024
+    python -m etc_ros.bench --forward-only --device cuda --backends torch-fp16,ort-cuda,ort-trt \
+        --resolutions 1024x2048 --json gpu.json
 """
 from __future__ import annotations
 
@@ -31,14 +37,23 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from etc_ros.checkpoint import load_checkpoint, make_random_checkpoint, save_checkpoint
+from etc_ros.checkpoint import (
+    CheckpointMeta,
+    load_checkpoint,
+    make_random_checkpoint,
+    save_checkpoint,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
 DEMO_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
 DEFAULT_ARCH = "lraspp_mobilenetv3"
+# The node's default model (not imported from etc_ros.node: --forward-only must not need rclpy).
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "student_etc.safetensors"
 TARGET_MARGIN_MS = 3.0
 READY_TIMEOUT_S = 120.0  # node start-up: imports, model load and warm-up on a busy CPU
+BACKEND_CHOICES = ("torch", "ort", "ort-int8", "torch-fp16", "ort-cuda", "ort-trt")
+GPU_BACKENDS = ("torch-fp16", "ort-cuda", "ort-trt")
 
 
 def setup_ros_env(default_domain: int, log_dir: Path) -> None:
@@ -277,11 +292,80 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 
 def with_input_size(model: Path, size: tuple[int, int], out: Path) -> Path:
-    """The same weights with another input size: benchmark any size without editing the file."""
+    """The same weights with another input size: benchmark any size without editing the file.
+
+    A .onnx model has its input size in the graph: it is used as is, at that size only.
+    """
+    if model.suffix.lower() == ".onnx":
+        h, w = model_meta(model).input_size
+        if (int(h), int(w)) != tuple(size):
+            raise ValueError(f"{model.name} runs at its own input size {h}x{w} only; give "
+                             f"--resolutions {h}x{w} or the .safetensors checkpoint")
+        return model
     tensors, meta = load_checkpoint(model)
     meta.input_size = size
     save_checkpoint(out, tensors, meta)
     return out
+
+
+def model_meta(model: Path) -> CheckpointMeta:
+    """Metadata of a .safetensors or .onnx model (the latter read by ONNX Runtime)."""
+    if model.suffix.lower() == ".onnx":
+        from etc_ros.segmenter import Segmenter
+        return Segmenter(model, "cpu").meta
+    return load_checkpoint(model)[1]
+
+
+def skip_reason(backend: str, device: str) -> str | None:
+    """Why a backend cannot run here (printed, not an error), or None."""
+    if backend not in GPU_BACKENDS:
+        return None
+    import torch
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if backend == "torch-fp16":
+        return None
+    import onnxruntime as ort
+    wanted = "TensorrtExecutionProvider" if backend == "ort-trt" else "CUDAExecutionProvider"
+    if wanted not in ort.get_available_providers():
+        return f"onnxruntime has no {wanted} (install onnxruntime-gpu; TensorRT libraries)"
+    return None
+
+
+def prepare_backend(backend: str, model: Path, size: tuple[int, int], work: Path,
+                    frames: list[np.ndarray], device: str) -> tuple[Path, dict, list[str]]:
+    """Model file, Segmenter keyword arguments and node parameters for one backend and size."""
+    from etc_ros.export_onnx import export, export_int8
+
+    res = f"{size[0]}x{size[1]}"
+    ckpt = with_input_size(model, size, work / f"model_{res}.safetensors")
+    gpu = "cuda" if device in ("auto", "cpu") else device
+    if backend in ("torch", "torch-fp16"):
+        if ckpt.suffix == ".onnx":
+            raise ValueError(f"backend {backend} needs a .safetensors model, not {ckpt.name}")
+        half = backend == "torch-fp16"
+        dev = gpu if half else device
+        return ckpt, {"device": dev, "half": half, "backend": "torch"}, [
+            "-p", "backend:=torch", "-p", f"device:={dev}", "-p", f"half:={str(half).lower()}"]
+    onnx = ckpt
+    if backend == "ort-int8":
+        if ckpt.suffix == ".onnx":
+            raise ValueError("backend ort-int8 needs a .safetensors model to quantise")
+        onnx = work / f"model_{res}_int8.onnx"
+        if not onnx.is_file():
+            calib = work / f"calibration_{res}"
+            calib.mkdir(exist_ok=True)
+            for i, f in enumerate(frames):
+                cv2.imwrite(str(calib / f"{i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+            export_int8(ckpt, onnx, calib, log=lambda _: None)
+    elif ckpt.suffix != ".onnx":
+        onnx = work / f"model_{res}.onnx"
+        if not onnx.is_file():
+            export(ckpt, onnx, log=lambda _: None)
+    dev = gpu if backend in GPU_BACKENDS else device
+    kwargs = {"device": dev, "backend": "onnxruntime", "half": backend == "ort-trt",
+              "tensorrt": backend != "ort-cuda"}
+    return onnx, kwargs, ["-p", "backend:=onnxruntime", "-p", f"device:={dev}"]
 
 
 def bench_frames(count: int, size: tuple[int, int]) -> tuple[list[np.ndarray], str]:
@@ -307,7 +391,7 @@ def bench_frames(count: int, size: tuple[int, int]) -> tuple[list[np.ndarray], s
 
 
 def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Path,
-                   size: tuple[int, int]) -> dict:
+                   size: tuple[int, int], backend: str = "torch") -> dict:
     """All measurements for one model input size.
 
     Forward, node and relay take turns frame by frame, so load from other work on a shared CPU
@@ -318,18 +402,21 @@ def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Pa
     from etc_ros.segmenter import Segmenter
 
     res = f"{size[0]}x{size[1]}"
-    ckpt = with_input_size(model, size, work / f"model_{res}.safetensors")
     frames, frames_from = bench_frames(args.frames, size)
+    ckpt, seg_kwargs, backend_args = prepare_backend(backend, model, size, work, frames,
+                                                     args.device)
     msgs = [numpy_to_image(f, "rgb8") for f in frames]  # converted before any timing
     for m in msgs:
         m.header.frame_id = "bench_camera"
     warm = msgs[:args.warmup]
-    row: dict = {"resolution": res, "frames": len(frames), "frames_from": frames_from}
+    row: dict = {"resolution": res, "backend": backend, "frames": len(frames),
+                 "frames_from": frames_from}
+    res = f"{res}_{backend.replace('-', '_')}"
 
     with ExitStack() as stack:
         # All children start together (start-up overlaps) and are warm before any timing.
         # Our publisher is reliable; the diagnostics window covers the measured frames.
-        node_args = ["-p", "input_reliability:=reliable",
+        node_args = ["-p", "input_reliability:=reliable", *backend_args,
                      "-p", f"diagnostics_window:={args.frames}"]
         node = _start(stack, probe, work, "node", res, lambda ns: node_command(
             f"{ns}/image_raw", ckpt, args.device, False, node_args))
@@ -343,7 +430,8 @@ def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Pa
                                                        True, node_args))
         # Inference on a worker thread, as in the node, so both run torch's threads alike.
         worker = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="bench_forward"))
-        seg = worker.submit(Segmenter, ckpt, args.device).result()
+        seg = worker.submit(Segmenter, ckpt, **seg_kwargs).result()
+        row["provider"] = seg.provider
         worker.submit(seg.warmup, iterations=args.warmup).result()
         for link in links.values():
             link.wait_ready(warm, args.timeout)
@@ -382,10 +470,66 @@ def _start(stack: ExitStack, probe: Probe, work: Path, key: str, res: str,
 def run_benchmark(args: argparse.Namespace, work: Path, model: Path) -> list[dict]:
     """Every measurement for every resolution, in one process run, on the same frames."""
     probe = Probe()
+    rows = []
     try:
-        return [run_resolution(args, work, probe, model, size) for size in args.resolutions]
+        for size in args.resolutions:
+            for backend in args.backends:
+                reason = skip_reason(backend, args.device)
+                if reason:
+                    print(f"bench: skipping {backend}: {reason}", file=sys.stderr)
+                    continue
+                rows.append(run_resolution(args, work, probe, model, size, backend))
+        return rows
     finally:
         probe.close()
+
+
+def run_forward_only(args: argparse.Namespace, work: Path, model: Path) -> list[dict]:
+    """Forward p50/p95 per backend and size with no ROS at all (a GPU machine without ROS).
+
+    Forward = the backend's run on a batch of one (normalise, network, argmax, confidence),
+    synchronised, as the node's worker calls it; frames are the same for every backend.
+    """
+    from etc_ros.segmenter import Segmenter
+
+    rows = []
+    for size in args.resolutions:
+        frames, frames_from = bench_frames(args.frames, size)
+        for backend in args.backends:
+            res = f"{size[0]}x{size[1]}"
+            reason = skip_reason(backend, args.device)
+            if reason:
+                print(f"bench: skipping {backend} at {res}: {reason}", file=sys.stderr)
+                rows.append({"resolution": res, "backend": backend, "skipped": reason})
+                continue
+            ckpt, kwargs, _ = prepare_backend(backend, model, size, work, frames, args.device)
+            seg = Segmenter(ckpt, **kwargs)
+            seg.warmup(iterations=args.warmup)
+            forward = []
+            for frame in tqdm(frames, desc=f"{res} {backend}", unit="frame", leave=False):
+                seg.segment([frame])
+                forward.append(seg.last_timings.forward_ms)
+            p = percentiles(forward)
+            rows.append({"resolution": res, "backend": backend, "provider": seg.provider,
+                         "precision": seg.precision, "frames": len(frames),
+                         "frames_from": frames_from, "forward_ms": p,
+                         "fps_p50": 1000.0 / p["p50"] if p["p50"] > 0 else math.nan})
+            del seg
+    return rows
+
+
+def forward_table(rows: Sequence[dict]) -> str:
+    """Markdown table of a --forward-only run."""
+    lines = ["| model input (HxW) | backend | provider | forward p50 / p95 ms | FPS (p50) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['resolution']} | {r['backend']} | skipped: {r['skipped']} | "
+                         "– | – |")
+        else:
+            lines.append(f"| {r['resolution']} | {r['backend']} | {r['provider']} "
+                         f"{r['precision']} | {_pair(r['forward_ms'])} | {r['fps_p50']:.0f} |")
+    return "\n".join(lines)
 
 
 def _pair(p: dict[str, float]) -> str:
@@ -406,14 +550,14 @@ def markdown_table(rows: Sequence[dict]) -> str:
     ROS.
     """
     tc = any("node_e2e_tc_ms" in r for r in rows)
-    head = ["model input (HxW)", "forward ms", "node e2e ms", "relay (DDS floor) ms",
+    head = ["model input (HxW)", "backend", "forward ms", "node e2e ms", "relay (DDS floor) ms",
             "node overhead p50 ms", f"e2e − fwd ≤ relay + {TARGET_MARGIN_MS:g} ms",
             "of which pre+post ms", "node's own recv→pub p50 / fwd mean ms"]
     if tc:
         head.append("node e2e, TC monitor on, ms")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["resolution"], _pair(r["forward_ms"]), _pair(r["node_e2e_ms"]),
+        cells = [r["resolution"], r["backend"], _pair(r["forward_ms"]), _pair(r["node_e2e_ms"]),
                  _pair(r["relay_ms"]), f"{r['overhead_ms']:.1f}", r["target"],
                  _pair(r["pre_post_ms"]), _self_report(r["node_self_ms"])]
         if tc:
@@ -433,7 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model input sizes HxW, comma-separated (default 256x512,512x1024)")
     parser.add_argument("--frames", type=int, default=60, help="measured frames per run")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured frames per run")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (GPU "
+                        "backends use cuda when this is auto or cpu)")
+    parser.add_argument("--backends", default=["torch"], type=_backends,
+                        help=f"comma-separated, from {', '.join(BACKEND_CHOICES)} (default "
+                        "torch); GPU ones are skipped with a reason when unavailable")
+    parser.add_argument("--forward-only", action="store_true",
+                        help="only the standalone forward pass, no ROS (e.g. a GPU machine)")
     parser.add_argument("--tc-monitor-compare", action="store_true",
                         help="also run the node with its live TC monitor on")
     parser.add_argument("--timeout", type=float, default=10.0,
@@ -441,6 +591,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--relay", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     return parser
+
+
+def _backends(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    bad = [b for b in names if b not in BACKEND_CHOICES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend(s) {', '.join(bad) or text!r} (from {', '.join(BACKEND_CHOICES)})")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,8 +614,6 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="etc_ros_bench_")))
         setup_ros_env(43, work / "ros_log")
-        from etc_ros.node import DEFAULT_MODEL
-
         if args.model is not None:
             model, source = args.model, "given"
         elif DEFAULT_MODEL.is_file():
@@ -465,18 +622,21 @@ def main(argv: list[str] | None = None) -> int:
             model, source = work / "random.safetensors", "random-init (no shipped weights yet)"
             make_random_checkpoint(model, DEFAULT_ARCH, args.resolutions[0])
         try:
-            arch = load_checkpoint(model)[1].architecture
-            rows = run_benchmark(args, work, model)
+            arch = model_meta(model).architecture
+            rows = (run_forward_only if args.forward_only else run_benchmark)(args, work, model)
+            if not [r for r in rows if "skipped" not in r]:
+                raise ValueError("no backend could run here (see the reasons above)")
         except KeyboardInterrupt:
             print("bench: interrupted", file=sys.stderr)
             return 130
         except Exception as exc:  # one line for the user; children are already stopped
             print(f"bench: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 1
+    ran = [r for r in rows if "skipped" not in r]
     print(f"\nmodel: {model} ({arch}, {source}); device: {args.device}; "
-          f"{args.frames} frames per run ({rows[0]['frames_from']}), lockstep, reliable QoS; "
+          f"{args.frames} frames per run ({ran[0]['frames_from']}), lockstep, reliable QoS; "
           f"RMW profile: {os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE', 'default')}\n")
-    print(markdown_table(rows))
+    print(forward_table(rows) if args.forward_only else markdown_table(rows))
     if args.json:
         args.json.write_text(json.dumps({"model": str(model), "model_source": source,
                                          "device": args.device, "rows": rows}, indent=2))
