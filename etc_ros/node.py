@@ -46,6 +46,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Header, String
 
 from etc_ros import image_io, labels
+from etc_ros.backends import BACKENDS
 from etc_ros.checkpoint import CheckpointError
 from etc_ros.diagnostics import CameraStats
 from etc_ros.segmenter import SegmentationResult, Segmenter, resolve_device
@@ -55,11 +56,12 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "student_etc.safet
 RESTART_REQUIRED = frozenset({
     "image_topics", "model_path", "device", "half", "output_resolution", "input_reliability",
     "input_queue_depth", "output_queue_depth", "diagnostics_period_s", "diagnostics_window",
-    "tc_monitor",
+    "tc_monitor", "backend", "cpu_threads",
 })
 CHOICES = {
     "output_resolution": ("input", "model"),
     "input_reliability": ("auto", "reliable", "best_effort"),
+    "backend": BACKENDS,
 }
 RELIABILITY_CHECK_PERIOD_S = 0.5  # how soon `auto` follows a camera publisher appearing
 BAD_FRAME_WARNING_PERIOD_S = 5.0  # at most one bad-frame warning per camera in this period
@@ -126,12 +128,21 @@ class SegmentationNode(Node):
                 "Input image topics; '.../compressed' topics carry CompressedImage, others "
                 "Image. Outputs go to <namespace of the base topic>/segmentation/*.")),
             ("model_path", "", _descriptor(
-                "etc_ros safetensors checkpoint; empty = the packaged "
+                "etc_ros checkpoint (.safetensors, or .onnx from etc_ros.export_onnx); "
+                "empty = the packaged "
                 "etc_ros/weights/student_etc.safetensors.")),
             ("device", "auto", _descriptor(
                 "auto | cpu | cuda | cuda:N. auto falls back to the CPU with a warning; an "
                 "explicit cuda without CUDA is a start-up error.")),
             ("half", True, _descriptor("Run fp16 on CUDA devices (ignored on the CPU).")),
+            ("backend", "auto", _descriptor(
+                "auto | torch | onnxruntime. auto: onnxruntime for a .onnx model_path, torch "
+                "for .safetensors. onnxruntime with a .safetensors file exports it once into "
+                "~/.cache/etc_ros/onnx (keyed by the file's sha256). On cuda, onnxruntime uses "
+                "TensorRT (fp16 with half, engine cache) when present, else CUDA.")),
+            ("cpu_threads", 0, _descriptor(
+                "Intra-op CPU threads of the model (torch and onnxruntime); 0 = one per core "
+                "this process may run on.", ints=(0, 1024))),
             ("output_resolution", "input", _descriptor(
                 "input: labels at the camera's resolution (nearest neighbour); model: at the "
                 "model's input size.")),
@@ -190,13 +201,16 @@ class SegmentationNode(Node):
         device = resolve_device(p["device"], warn=self.get_logger().warning)
         model_path = Path(p["model_path"]) if p["model_path"] else DEFAULT_MODEL
         self.segmenter = Segmenter(model_path, device, half=p["half"] and device.type == "cuda",
-                                   model_resolution_output=p["output_resolution"] == "model")
+                                   model_resolution_output=p["output_resolution"] == "model",
+                                   backend=p["backend"], cpu_threads=p["cpu_threads"],
+                                   log=self.get_logger().info)
         meta = self.segmenter.meta
         self._palette = np.asarray(meta.palette, dtype=np.uint8)
         self.segmenter.warmup(batch_sizes=tuple(sorted({1, len(topics)})))
         self._static_values = {
             "device": str(device),
             "precision": self.segmenter.precision,
+            "backend": f"{self.segmenter.backend_name} on {self.segmenter.provider}",
             "model": str(model_path),
             "architecture": meta.architecture,
             "model input (HxW)": f"{meta.input_size[0]}x{meta.input_size[1]}",
@@ -259,7 +273,8 @@ class SegmentationNode(Node):
         self.get_logger().info(
             f"segmenting {', '.join(topics)} with {model_path.name} ({meta.architecture}, "
             f"{meta.input_size[0]}x{meta.input_size[1]}) on {device} "
-            f"{self.segmenter.precision}")
+            f"{self.segmenter.precision}, {self.segmenter.backend_name} on "
+            f"{self.segmenter.provider}")
 
     # -- inputs -------------------------------------------------------------------------------
     def _wanted_reliability(self, topic: str) -> ReliabilityPolicy | None:
@@ -340,22 +355,24 @@ class SegmentationNode(Node):
         cause = _cause(exc)
         for cam in cameras:
             cam.stats.on_failure(cause)
-        where = traceback.extract_tb(exc.__traceback__)[-1:] or [None]
-        key = (type(exc).__name__, getattr(where[0], "filename", ""),
-               getattr(where[0], "lineno", 0) or 0)
         now = time.monotonic()
-        if key not in self._failure_causes:
-            self._failure_causes.add(key)
-            self._last_failure_log = now
-            self.get_logger().error(
-                f"inference worker failure, serving the next frame: {cause}\n"
-                + "".join(traceback.format_exception(exc)).rstrip())
-        elif now - self._last_failure_log >= WORKER_FAILURE_LOG_PERIOD_S:
+        first = self._first_time(exc)
+        if first or now - self._last_failure_log >= WORKER_FAILURE_LOG_PERIOD_S:
             self._last_failure_log = now
             failures = sum(c.stats.failures for c in self.cameras)
             self.get_logger().error(
                 f"inference worker failure, serving the next frame: {cause} "
-                f"({failures} failures so far)")
+                f"({failures} so far)" + (_traceback(exc) if first else ""))
+
+    def _first_time(self, exc: BaseException) -> bool:
+        """True the first time this kind of exception is raised from this line."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        key = (type(exc).__name__, frames[-1].filename if frames else "",
+               frames[-1].lineno or 0 if frames else 0)
+        if key in self._failure_causes:
+            return False
+        self._failure_causes.add(key)
+        return True
 
     def _watch_worker(self) -> None:
         """Watchdog timer: a worker thread that died is reported (ERROR) and restarted."""
@@ -368,8 +385,7 @@ class SegmentationNode(Node):
         cause = _cause(death) if death is not None else "the thread ended without an exception"
         for cam in self.cameras:
             cam.stats.on_failure(f"inference worker died ({cause}); restarted")
-        details = "" if death is None else "\n" + "".join(
-            traceback.format_exception(death)).rstrip()
+        details = _traceback(death) if death is not None and self._first_time(death) else ""
         self.get_logger().error(
             f"inference worker died ({cause}); restarted ({self._worker_restarts} restarts)"
             + details)
@@ -512,6 +528,10 @@ def _cause(exc: BaseException) -> str:
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}{': ' + text if text else ''}{where}"
+
+
+def _traceback(exc: BaseException) -> str:
+    return "\n" + "".join(traceback.format_exception(exc)).rstrip()
 
 
 def _check_topics(topics: list[str]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import rclpy
 from conftest import wait_for
-from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -27,7 +28,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from etc_ros import image_io
 from etc_ros.checkpoint import METADATA_KEY
 from etc_ros.diagnostics import ERROR_AFTER_BAD_FRAMES, CameraStats
-from etc_ros.node import SegmentationNode
+from etc_ros.node import FAULT_INJECTION_ENV, SegmentationNode
 
 REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -233,3 +234,124 @@ def test_startup_failures_print_one_line_and_exit_nonzero(checkpoint, tmp_path):
             assert len(lines) == 1, (case, err)
             assert lines[0].startswith("segmentation_node: error: "), (case, err)
             assert STARTUP_FAILURES[case][2] in lines[0], (case, err)
+
+
+class _Observer:
+    """A client node in this test process watching a node process over DDS."""
+
+    def __init__(self, context: Context, camera: str, out_ns: str) -> None:
+        self.node = Node("supervision_observer", context=context)
+        self.lock = threading.Lock()
+        self.statuses: list[DiagnosticStatus] = []
+        self.labels: list[Image] = []
+        self.camera = camera
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, RELIABLE)
+        self.node.create_subscription(Image, f"{out_ns}/label", self._label, RELIABLE)
+        self.pub = self.node.create_publisher(Image, camera, RELIABLE)
+
+    def _diag(self, msg: DiagnosticArray) -> None:
+        with self.lock:  # /diagnostics is global: keep only this camera's statuses
+            self.statuses += [s for s in msg.status if s.name.endswith(f": {self.camera}")]
+
+    def _label(self, msg: Image) -> None:
+        with self.lock:
+            self.labels.append(msg)
+
+    def send(self, tag: int, frame_id: str = "camera") -> None:
+        """A frame stamped now (the latency stays in budget), tagged in the nanoseconds."""
+        msg = image_io.rgb8_to_image(GOOD_RGB)
+        msg.header.stamp.sec = int(time.time())
+        msg.header.stamp.nanosec, msg.header.frame_id = tag, frame_id
+        self.pub.publish(msg)
+
+    def status_after(self, mark: int, level: bytes, text: str) -> DiagnosticStatus | None:
+        with self.lock:
+            return next((s for s in self.statuses[mark:]
+                         if s.level == level and text in s.message), None)
+
+    def sending_until(self, cond, tag: int, frame_id: str = "camera", what: str = "") -> object:
+        """A 10 Hz camera sending `tag` frames until cond() holds (the hang guard is long)."""
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            self.send(tag, frame_id)
+            deadline = time.monotonic() + 0.1
+            while time.monotonic() < deadline:
+                if value := cond():
+                    return value
+                time.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def label_with(self, tag: int) -> bool:
+        with self.lock:
+            return any(m.header.stamp.nanosec == tag for m in self.labels)
+
+
+def test_worker_faults_show_error_on_diagnostics_and_serving_resumes(checkpoint):
+    """The node as its own process, seen only through /diagnostics and its labels: OK while
+    serving, WARN when the camera goes silent, ERROR for a failing batch and for a dead worker
+    thread (injected through the node's fault-injection test hook), then labels again."""
+    camera = "/sup/image_raw"
+    env = dict(os.environ, **{FAULT_INJECTION_ENV: "boom"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etc_ros.node", "--ros-args",
+         "-p", f"image_topics:=['{camera}']", "-p", f"model_path:={checkpoint}",
+         "-p", "device:=cpu", "-p", "input_reliability:=reliable",
+         "-p", "diagnostics_period_s:=0.2", "-p", "stale_timeout_s:=1.0",
+         "-p", "latency_budget_ms:=1000000.0"],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        obs = _Observer(context, camera, "/sup/segmentation")
+        executor.add_node(obs.node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+
+        # OK: frames come in and labels go out.
+        obs.sending_until(lambda: obs.label_with(1), 1, what="first label")
+        mark = len(obs.statuses)
+        ok = obs.sending_until(lambda: obs.status_after(mark, DiagnosticStatus.OK, ""), 2,
+                               what="OK")
+        assert int(_values(ok)["frames published"]) > 0
+        # WARN: the camera goes silent.
+        mark = len(obs.statuses)
+        wait_for(lambda: obs.status_after(mark, DiagnosticStatus.WARN, "no frames"), 60, "WARN")
+
+        # ERROR: a batch raises; it is reported, and the next frames are served.
+        mark = len(obs.statuses)
+        error = obs.sending_until(
+            lambda: obs.status_after(mark, DiagnosticStatus.ERROR, "InjectedFault"), 3, "boom",
+            what="ERROR for a failing batch")
+        assert int(_values(error)["worker failures"]) >= 1
+        assert "InjectedFault" in _values(error)["last worker failure"]
+        assert not obs.label_with(3)  # the failing frame's batch published nothing
+        obs.sending_until(lambda: obs.label_with(4), 4, what="labels after the failure")
+        mark = len(obs.statuses)
+        obs.sending_until(lambda: obs.status_after(mark, DiagnosticStatus.OK, ""), 5,
+                          what="OK again")
+
+        # ERROR: the worker thread dies; the watchdog reports it and starts a new one.
+        mark = len(obs.statuses)
+        died = obs.sending_until(
+            lambda: obs.status_after(mark, DiagnosticStatus.ERROR, "inference worker died"), 6,
+            "boom:kill", what="ERROR for a dead worker")
+        assert "_InjectedWorkerDeath" in died.message
+        obs.sending_until(lambda: obs.label_with(7), 7, what="labels from the new worker")
+        assert int(_values(obs.statuses[-1])["worker restarts"]) >= 1
+    finally:
+        executor.shutdown()
+        rclpy.shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-3000:]
+    # Many failing frames, one traceback per cause (the batch fault, the thread's death).
+    assert out.count("Traceback") == 2, out[-5000:]
+    assert out.count("raise InjectedFault") == 1 and out.count("raise _InjectedWorkerDeath") == 1
+
+
+def _values(status: DiagnosticStatus) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
