@@ -75,7 +75,9 @@ def teacher(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_configs_train_and_log_their_losses(name: str, terms: set[str], data: Path,
                                             teacher: Path, tmp_path: Path) -> None:
-    changes = {"teacher_checkpoint": str(teacher)} if name == "student_etc" else {}
+    changes = ({"teacher_checkpoint": str(teacher), "allow_weak_teacher": True,
+                "teacher_cache_dir": str(tmp_path / "teacher_cache")}
+               if name == "student_etc" else {})
     run = tmp_path / "run"
     assert _run(_config(tmp_path, name, data, **changes), run) == 0
     rows = _metrics(run)

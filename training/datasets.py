@@ -330,6 +330,9 @@ class ClipDataset(Dataset):
         item = {
             "images": normalize(clip.frames),
             "label": torch.from_numpy(clip.label.astype(np.int64)),
+            # sequence + frame indices and the clip's warp, for the teacher cache
+            "source": torch.tensor([s, *idx]),
+            "geometry": torch.from_numpy(clip.geometry),
         }
         if self.with_flow:
             item["flows"] = torch.stack(

@@ -63,10 +63,11 @@ def temporal_loss(logits_t: torch.Tensor, logits_tk: torch.Tensor, flow_t_to_tk:
 
 
 def pixel_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                  temperature: float = 1.0) -> torch.Tensor:
-    """Per-pixel ``KL(softmax(t/T) || softmax(s/T)) * T^2``, averaged over pixels.
+                  temperature: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel ``KL(softmax(t/T) || softmax(s/T)) * T^2``, averaged over (``mask``ed) pixels.
 
     The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.).
+    ``mask`` (N, 1, H, W) drops pixels where the teacher has no target (a crop past the frame).
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"pixel_kd_loss: student {tuple(student_logits.shape)} vs teacher "
@@ -74,6 +75,9 @@ def pixel_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+    if mask is not None:
+        m = mask[:, 0].to(kl.dtype)
+        return (kl * m).sum() / m.sum().clamp_min(1.0) * temperature**2
     return kl.mean() * temperature**2
 
 
@@ -207,12 +211,14 @@ class ETCLoss(nn.Module):
                 teacher: Sequence[TrainOutput] | None = None,
                 images: Sequence[torch.Tensor] | None = None,
                 flow_fw: torch.Tensor | None = None, flow_bw: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, center: int = 0,
-                neighbor: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                mask: torch.Tensor | None = None, center: int = 0, neighbor: int = 1,
+                teacher_valid: Sequence[torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Losses for one clip batch.
 
         ``student``/``teacher``/``images``: per clip frame in time order; ``target`` labels
         frame ``center``; ``flow_fw``/``flow_bw`` (N,2,H,W) go ``center -> neighbor`` and back.
+        ``teacher_valid``: per frame (N,1,H,W), where the teacher's logits are real targets.
         """
         w = self.weights
         if self.needs_teacher and (teacher is None or len(teacher) != len(student)):
@@ -231,8 +237,10 @@ class ETCLoss(nn.Module):
                 img_tk=None if images is None else images[neighbor], flow_tk_to_t=flow_bw)
         if teacher is not None:
             if w["kd"] > 0:
-                parts["kd"] = torch.stack([pixel_kd_loss(s.logits, t.logits, self.temperature)
-                                           for s, t in zip(student, teacher, strict=True)]).mean()
+                valid = teacher_valid or [None] * len(student)
+                parts["kd"] = torch.stack([
+                    pixel_kd_loss(s.logits, t.logits, self.temperature, v)
+                    for s, t, v in zip(student, teacher, valid, strict=True)]).mean()
             if w["pf"] > 0:
                 parts["pf"] = pf_loss(s_c.features, student[neighbor].features,
                                       teacher[center].features, teacher[neighbor].features,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -46,8 +47,14 @@ from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointError, CheckpointMeta, load_model, save_checkpoint
 from etc_ros.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
-from etc_ros.models import ARCHITECTURES, PretrainedWeightsUnavailable, TrainOutput, build_model
-from etc_ros.temporal import TemporalConsistency, consistency_flow
+from etc_ros.models import (
+    ARCHITECTURES,
+    BACKBONES,
+    PretrainedWeightsUnavailable,
+    TrainOutput,
+    build_model,
+)
+from etc_ros.temporal import TemporalConsistency, consistency_flow, shared_class_set
 from training.datasets import (
     LAYOUTS,
     ClipDataset,
@@ -58,6 +65,14 @@ from training.datasets import (
     read_rgb,
 )
 from training.losses import LOSS_TERMS, ETCLoss
+from training.pretrained import BackboneWeightsError, load_backbone_weights
+from training.teacher_cache import (
+    TeacherGateError,
+    TeacherTargetDataset,
+    build_cache,
+    cache_key,
+    check_teacher_gate,
+)
 from training.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -83,6 +98,9 @@ class TrainConfig:
     arch: str
     num_classes: int = len(CITYSCAPES_CLASSES)
     pretrained_backbone: bool = False
+    backbone_weights: str | None = None  # ImageNet backbone safetensors (training.pretrained)
+    backbone_lr_mult: float = 1.0  # backbone LR = lr x this (domain generalisation ablation)
+    freeze_bn: bool = False  # backbone BN: ImageNet statistics and affine kept fixed
     # data
     dataset: str = "generic"
     data_root: str = "data/synthetic"
@@ -94,6 +112,10 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.75, 1.5)
     flip_prob: float = 0.5
     color_jitter: float = 0.2
+    hue_jitter: float = 0.0  # style augmentation (training.transforms.PhotometricAugment)
+    grayscale_prob: float = 0.0
+    blur_prob: float = 0.0
+    noise_std: float = 0.0
     max_offset: int = 3  # neighbours t±k with k random in 1..max_offset
     workers: int = 2
     # optimisation
@@ -112,6 +134,13 @@ class TrainConfig:
     affinity_grid: tuple[int, int] = (8, 16)
     teacher_checkpoint: str | None = None
     teacher_arch: str | None = None
+    # the gate: the teacher's val mIoU must beat this reference student's by teacher_min_gain
+    teacher_gate_reference: str | None = None
+    teacher_min_gain: float = 3.0
+    allow_weak_teacher: bool = False
+    teacher_scales: tuple[float, ...] = (0.75, 1.0, 1.25)  # multi-scale + flip soft targets
+    teacher_flip: bool = True
+    teacher_cache_dir: str | None = None  # default <data_root>/teacher_cache/<train_split>
     # bookkeeping
     val_every: int = 200  # validate, write checkpoints and resume state every N iterations
     log_every: int = 10
@@ -139,6 +168,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {name!r} must be a list, got {value!r}")
+        return tuple(_coerce(name, v, args[0]) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"config key {name!r} must be a list of {len(args)} values, "
@@ -173,6 +206,15 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(0 < lo <= hi, f"scale_range must be 0 < min <= max, got {cfg.scale_range}")
     _check(0 <= cfg.flip_prob <= 1 and 0 <= cfg.color_jitter < 1,
            "flip_prob must be in 0..1 and color_jitter in 0..1")
+    _check(0 <= cfg.hue_jitter <= 0.5 and 0 <= cfg.grayscale_prob <= 1
+           and 0 <= cfg.blur_prob <= 1 and cfg.noise_std >= 0,
+           "hue_jitter must be in 0..0.5, grayscale_prob and blur_prob in 0..1, noise_std >= 0")
+    _check(cfg.backbone_lr_mult >= 0, "backbone_lr_mult must be >= 0")
+    _check(not (cfg.backbone_weights and cfg.pretrained_backbone),
+           "set either backbone_weights (a converted file) or pretrained_backbone (download)")
+    _check(cfg.teacher_min_gain >= 0 and len(cfg.teacher_scales) >= 1
+           and all(s > 0 for s in cfg.teacher_scales),
+           "teacher_min_gain must be >= 0 and teacher_scales a non-empty list of scales > 0")
     _check(cfg.max_offset >= 1, "max_offset must be >= 1")
     _check(cfg.batch_size >= 1 and cfg.iters >= 1 and cfg.workers >= 0,
            "batch_size and iters must be >= 1, workers >= 0")
@@ -266,6 +308,22 @@ class _TrainForward(nn.Module):
         return self.model.forward_train(x)
 
 
+def _cached_teacher(batch: dict[str, torch.Tensor], device: torch.device, size: torch.Size
+                    ) -> tuple[list[TrainOutput], list[torch.Tensor]]:
+    """Per clip frame: the cached teacher logits at the student's input size, its features,
+    and where the logits are valid."""
+    logits = batch["teacher_logits"].to(device, non_blocking=True)
+    valid = batch["teacher_valid"].to(device, non_blocking=True)
+    feats = batch["teacher_features"].to(device, non_blocking=True)
+    outs, masks = [], []
+    for i in range(logits.shape[1]):
+        outs.append(TrainOutput(
+            F.interpolate(logits[:, i], size=size, mode="bilinear", align_corners=False),
+            None, feats[:, i]))
+        masks.append(F.interpolate(valid[:, i], size=size, mode="nearest"))
+    return outs, masks
+
+
 def _split_frames(out: TrainOutput, n: int, t: int) -> list[TrainOutput]:
     """(N*T, ...) outputs of a flattened clip batch -> one TrainOutput per clip frame."""
 
@@ -323,10 +381,11 @@ class Validator:
         model.train(was_training)
         inter = np.diag(conf)
         union = conf.sum(0) + conf.sum(1) - inter
-        present = union > 0
-        metrics = {"tc": tc.result()["tc"] or 0.0}
-        if present.any():
-            metrics["miou"] = float(np.mean(inter[present] / union[present]) * 100.0)
+        in_gt = conf.sum(1) > 0  # mIoU and TC over the classes present in the ground truth
+        result = tc.result(shared_class_set(np.flatnonzero(in_gt), [tc]))
+        metrics = {"tc": result["tc"] or 0.0, "tc_pixel": result["tc_pixel"] or 0.0}
+        if in_gt.any():
+            metrics["miou"] = float(np.mean(inter[in_gt] / union[in_gt]) * 100.0)
             metrics["pixel_acc"] = float(inter.sum() / max(conf.sum(), 1) * 100.0)
         return metrics
 
@@ -450,9 +509,12 @@ def _checkpoint_meta(cfg: TrainConfig, metrics: dict[str, float]) -> CheckpointM
     )
 
 
-def load_teacher(cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """The frozen teacher (eval mode, no gradients) from its exported checkpoint."""
+def load_teacher(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, CheckpointMeta]:
+    """The frozen teacher (eval mode, no gradients) from its exported checkpoint, once it has
+    passed the gate (``training.teacher_cache.check_teacher_gate``)."""
     teacher, meta = load_model(cfg.teacher_checkpoint, device)
+    print(check_teacher_gate(meta, cfg.teacher_checkpoint, cfg.teacher_gate_reference,
+                             cfg.teacher_min_gain, cfg.allow_weak_teacher), file=sys.stderr)
     if cfg.teacher_arch is not None and meta.architecture != cfg.teacher_arch:
         raise ConfigError(f"teacher checkpoint {cfg.teacher_checkpoint} is a "
                           f"{meta.architecture}, the config says teacher_arch {cfg.teacher_arch}")
@@ -460,7 +522,44 @@ def load_teacher(cfg: TrainConfig, device: torch.device) -> nn.Module:
         raise ConfigError(f"teacher checkpoint {cfg.teacher_checkpoint} has {meta.num_classes} "
                           f"classes, the student {cfg.num_classes}")
     teacher.requires_grad_(False)
-    return teacher
+    return teacher, meta
+
+
+def _backbone_modules(model: nn.Module, cfg: TrainConfig) -> dict[str, nn.Module]:
+    prefixes = BACKBONES[cfg.arch].prefixes if cfg.arch in BACKBONES else ()
+    return {name: m for name, m in model.named_modules()
+            if name and (name + ".").startswith(prefixes)}
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Backbone and head parameter groups; ``lr_mult`` scales the poly LR per group.
+
+    A lower backbone LR keeps more of the ImageNet features, a habit of domain-generalisation
+    recipes; frozen BN parameters are left out (they never change).
+    """
+    backbone = {id(p) for m in _backbone_modules(model, cfg).values()
+                for p in m.parameters(recurse=False)}
+    frozen = ({id(p) for m in _backbone_modules(model, cfg).values()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+              if cfg.freeze_bn else set())
+    groups = [{"params": [], "lr_mult": cfg.backbone_lr_mult},
+              {"params": [], "lr_mult": 1.0}]
+    for p in model.parameters():
+        if id(p) in frozen:
+            p.requires_grad_(False)
+        else:
+            groups[0 if id(p) in backbone else 1]["params"].append(p)
+    return [g for g in groups if g["params"]]
+
+
+def set_train_mode(model: nn.Module, cfg: TrainConfig) -> None:
+    """Training mode, with the backbone's BN kept in eval mode (ImageNet statistics) when
+    ``freeze_bn`` is set: batches of a few street crops are a poor estimate of them."""
+    model.train()
+    if cfg.freeze_bn:
+        for m in _backbone_modules(model, cfg).values():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def train(cfg: TrainConfig, out: Path, device: str, resume: bool) -> dict[str, float]:
@@ -480,22 +579,37 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
     torch.manual_seed(cfg.seed + ddp.rank)
     train_seqs = load_sequences(cfg.data_root, cfg.train_split, cfg.dataset)
     transform = TrainTransform(cfg.input_size, cfg.crop_size, cfg.scale_range, cfg.flip_prob,
-                               cfg.color_jitter)
+                               cfg.color_jitter, cfg.hue_jitter, cfg.grayscale_prob,
+                               cfg.blur_prob, cfg.noise_std)
     dataset = ClipDataset(train_seqs, cfg.num_classes, cfg.clip_frames, cfg.max_offset,
                           transform, cfg.needs_flow)
     if len(dataset) < cfg.batch_size * ddp.world:
         raise ConfigError(f"only {len(dataset)} labelled training frames for batch size "
                           f"{cfg.batch_size} x {ddp.world} processes")
+    if cfg.teacher_checkpoint is not None:
+        # Soft targets and features of every training frame, once (rank 0 builds, all read).
+        cache_dir = Path(cfg.teacher_cache_dir or Path(cfg.data_root) / "teacher_cache"
+                         / cfg.train_split)
+        if ddp.main:
+            teacher, teacher_meta = load_teacher(cfg, ddp.device)
+            build_cache(teacher, cfg.teacher_checkpoint, teacher_meta, train_seqs, cache_dir,
+                        cfg.teacher_scales, cfg.teacher_flip, ddp.device)
+            del teacher
+        ddp.barrier()
+        key = cache_key(cfg.teacher_checkpoint, train_seqs, cfg.teacher_scales, cfg.teacher_flip)
+        dataset = TeacherTargetDataset(dataset, cache_dir / key, cfg.crop_size)
     validator = None
     if cfg.val_split is not None and ddp.main:
         val_seqs = load_sequences(cfg.data_root, cfg.val_split, cfg.dataset)
         validator = Validator(val_seqs[: cfg.val_sequences], cfg)
 
-    model = build_model(cfg.arch, cfg.num_classes, cfg.pretrained_backbone).to(ddp.device)
-    teacher = load_teacher(cfg, ddp.device) if cfg.teacher_checkpoint is not None else None
+    model = build_model(cfg.arch, cfg.num_classes, cfg.pretrained_backbone)
+    if cfg.backbone_weights is not None:
+        load_backbone_weights(model, cfg.arch, cfg.backbone_weights)
+    model.to(ddp.device)
     loss_fn = ETCLoss(cfg.loss_weights, cfg.aux_weight, cfg.temperature,
                       cfg.affinity_grid).to(ddp.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and ddp.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -525,13 +639,13 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
     log = MetricsLog(out) if ddp.main else None
     metrics: dict[str, float] = {}
     running: dict[str, float] = {}
-    model.train()
+    set_train_mode(model, cfg)
     bar = tqdm(range(step, cfg.iters), initial=step, total=cfg.iters, desc=out.name,
                disable=not ddp.main)
     for step in bar:
         lr = cfg.lr * (1 - step / cfg.iters) ** cfg.poly_power
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
         batch = next(batches)
         images = batch["images"].to(ddp.device, non_blocking=True)
         label = batch["label"].to(ddp.device, non_blocking=True)
@@ -539,16 +653,15 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
         flat = images.flatten(0, 1)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             student = _split_frames(forward(flat), n, t)
-            teacher_out = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_out = _split_frames(teacher.forward_train(flat), n, t)
+            teacher_out = teacher_valid = None
+            if "teacher_logits" in batch:
+                teacher_out, teacher_valid = _cached_teacher(batch, ddp.device, flat.shape[-2:])
             flows = batch["flows"].to(ddp.device) if "flows" in batch else None
             loss, parts = loss_fn(
                 student, label, teacher=teacher_out, images=list(images.unbind(1)),
                 flow_fw=None if flows is None else flows[:, 0],
                 flow_bw=None if flows is None else flows[:, 1],
-                center=dataset.key, neighbor=dataset.neighbor)
+                center=dataset.key, neighbor=dataset.neighbor, teacher_valid=teacher_valid)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss is {loss.item()} at step {step}; lower lr or check data")
         optimizer.zero_grad(set_to_none=True)
@@ -569,6 +682,7 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
         if done % cfg.val_every == 0 or done == cfg.iters:
             if ddp.main:
                 metrics = validator(model, ddp.device) if validator is not None else {}
+                set_train_mode(model, cfg)  # validation switched frozen BN back to train
                 metrics["step"] = done
                 log.write(done, {f"val/{k}": v for k, v in metrics.items() if k != "step"})
                 meta = _checkpoint_meta(cfg, metrics)
@@ -609,14 +723,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="run folder (default runs/<config name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last saved state")
+    parser.add_argument("--allow-weak-teacher", action="store_true", default=None,
+                        help="distil even if the teacher is not teacher_min_gain mIoU better")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, data_root=args.data_root, iters=args.max_iters,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, allow_weak_teacher=args.allow_weak_teacher)
         out = args.out or Path("runs") / Path(args.config).stem
         out.mkdir(parents=True, exist_ok=True)
         train(cfg, out, args.device, args.resume)
-    except (ConfigError, DatasetError, CheckpointError, PretrainedWeightsUnavailable) as exc:
+    except (ConfigError, DatasetError, CheckpointError, PretrainedWeightsUnavailable,
+            BackboneWeightsError, TeacherGateError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0

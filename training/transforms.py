@@ -33,6 +33,9 @@ class Clip:
     label: np.ndarray
     key: int
     flows: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    # 3x3 affine: pixel (x, y, 1) of the current arrays -> pixel of the clip as first read. The
+    # teacher cache holds targets of whole frames and samples them through this matrix.
+    geometry: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -56,7 +59,9 @@ def resize_clip(clip: Clip, size: tuple[int, int]) -> Clip:
         k: cv2.resize(v.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) * gain
         for k, v in clip.flows.items()
     }
-    return replace(clip, frames=frames, label=label, flows=flows)
+    sx, sy = ow / w, oh / h  # pixel centres: x_old + 0.5 = (x_new + 0.5) * sx
+    step = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+    return replace(clip, frames=frames, label=label, flows=flows, geometry=clip.geometry @ step)
 
 
 def hflip_clip(clip: Clip) -> Clip:
@@ -68,7 +73,8 @@ def hflip_clip(clip: Clip) -> Clip:
         flipped = np.array(v[:, ::-1], dtype=np.float32)
         flipped[..., 0] *= -1.0
         flows[k] = flipped
-    return replace(clip, frames=frames, label=label, flows=flows)
+    step = np.array([[-1.0, 0, clip.size[1] - 1], [0, 1, 0], [0, 0, 1]])
+    return replace(clip, frames=frames, label=label, flows=flows, geometry=clip.geometry @ step)
 
 
 def crop_clip(clip: Clip, top: int, left: int, size: tuple[int, int]) -> Clip:
@@ -91,6 +97,7 @@ def crop_clip(clip: Clip, top: int, left: int, size: tuple[int, int]) -> Clip:
         frames=[cut(f, 0) for f in clip.frames],
         label=cut(clip.label, IGNORE_INDEX),
         flows={k: cut(v.astype(np.float32), 0.0) for k, v in clip.flows.items()},
+        geometry=clip.geometry @ np.array([[1.0, 0, left], [0, 1, top], [0, 0, 1]]),
     )
 
 
@@ -108,11 +115,40 @@ def jitter_clip(
     return replace(clip, frames=out)
 
 
+def style_clip(clip: Clip, hue: float, gray: bool, blur_sigma: float, noise_std: float,
+               rng: np.random.Generator) -> Clip:
+    """Hue rotation (fraction of the colour wheel), greyscale, Gaussian blur and sensor noise,
+    the same draw for every frame (noise excepted: it is independent per frame, as on a camera).
+
+    Why: the synthetic world's colours and clean edges are the easiest cues to overfit; these
+    cost nothing at run time and push the network towards shape and context.
+    """
+    out = []
+    for f in clip.frames:
+        x = f
+        if hue:
+            hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)  # uint8 hue is 0..179
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + round(hue * 180)) % 180).astype(
+                np.uint8)
+            x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if gray:
+            x = np.repeat(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        if blur_sigma > 0:
+            x = cv2.GaussianBlur(x, (0, 0), blur_sigma)
+        if noise_std > 0:
+            x = np.clip(x + rng.normal(0, noise_std, x.shape), 0, 255).astype(np.uint8)
+        out.append(np.ascontiguousarray(x))
+    return replace(clip, frames=out)
+
+
 @dataclass(frozen=True)
 class TrainTransform:
-    """Random scale, crop to ``crop_size``, horizontal flip and colour jitter, one draw per clip.
+    """Random scale, crop to ``crop_size``, horizontal flip, colour jitter and style changes,
+    one draw per clip.
 
     ``base_size`` is the resolution the model runs at; random scales are relative to it.
+    ``hue`` (max hue rotation, fraction of the wheel), ``grayscale_prob``, ``blur_prob`` and
+    ``noise_std`` (in 0..255 units) are the domain-generalisation augmentations; 0 turns each off.
     """
 
     base_size: tuple[int, int]
@@ -120,6 +156,10 @@ class TrainTransform:
     scale_range: tuple[float, float]
     flip_prob: float = 0.5
     jitter: float = 0.2
+    hue: float = 0.0
+    grayscale_prob: float = 0.0
+    blur_prob: float = 0.0
+    noise_std: float = 0.0
 
     def __call__(self, clip: Clip, rng: np.random.Generator) -> Clip:
         scale = rng.uniform(*self.scale_range)
@@ -137,6 +177,12 @@ class TrainTransform:
         if self.jitter > 0:
             b, c, s = rng.uniform(1 - self.jitter, 1 + self.jitter, size=3)
             clip = jitter_clip(clip, float(b), float(c), float(s))
+        if self.hue or self.grayscale_prob or self.blur_prob or self.noise_std:
+            hue = float(rng.uniform(-self.hue, self.hue)) if self.hue else 0.0
+            gray = bool(rng.random() < self.grayscale_prob)
+            sigma = float(rng.uniform(0.3, 1.5)) if rng.random() < self.blur_prob else 0.0
+            noise = float(rng.uniform(0, self.noise_std)) if self.noise_std else 0.0
+            clip = style_clip(clip, hue, gray, sigma, noise, rng)
         return clip
 
 
