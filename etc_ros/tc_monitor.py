@@ -15,7 +15,7 @@ from collections import deque
 import cv2
 import numpy as np
 
-from etc_ros.temporal import consistency_flow, pair_iou_counts, tc_from_counts
+from etc_ros.temporal import PairCounts, consistency_flow, own_classes, pair_counts, tc_over_classes
 
 _log = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ _Frame = tuple[np.ndarray, np.ndarray]
 
 class LiveTCMonitor:
     """Rolling TC (percent) between consecutive outputs of one camera.
+
+    The same definition as ``evaluate``: IoU counts summed over the last ``window`` pairs, averaged
+    over the classes the model predicts on >= 0.1 % of their valid pixels (a single model's set).
 
     Arrays passed to ``submit`` are kept by reference, not copied (copying full frames would cost
     the inference thread); the caller must not modify them afterwards.
@@ -38,7 +41,7 @@ class LiveTCMonitor:
         self.num_classes = num_classes
         self.scale = scale
         self.preset = preset
-        self._values: deque[float] = deque(maxlen=window)
+        self._counts: deque[PairCounts] = deque(maxlen=window)
         self._cond = threading.Condition()
         self._prev: _Frame | None = None
         self._pending: tuple[_Frame, _Frame] | None = None
@@ -65,9 +68,15 @@ class LiveTCMonitor:
             self._cond.notify_all()
 
     def value(self) -> float | None:
-        """Rolling mean TC over the last ``window`` pairs, or None before the first pair."""
+        """TC over the last ``window`` pairs, or None before the first pair."""
         with self._cond:
-            return float(np.mean(self._values)) if self._values else None
+            counts = list(self._counts)
+        if not counts:
+            return None
+        inter = np.sum([c.inter for c in counts], axis=0)
+        union = np.sum([c.union for c in counts], axis=0)
+        area = np.sum([c.area for c in counts], axis=0)
+        return tc_over_classes(inter, union, own_classes(area))
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until the pending pair (if any) is processed; True if idle (tests, shutdown)."""
@@ -91,24 +100,24 @@ class LiveTCMonitor:
                 pair, self._pending = self._pending, None
                 self._busy = True
             try:
-                tc = self._pair_tc(*pair)
+                counts: PairCounts | None = self._pair_tc(*pair)
             except Exception:  # a bad frame must not kill the monitor for the node's lifetime
                 _log.exception("live TC monitor: pair failed")
-                tc = None
+                counts = None
                 with self._cond:
                     self.errors += 1
             with self._cond:
-                if tc is not None:
-                    self._values.append(tc)
+                if counts is not None:
+                    self._counts.append(counts)
                 self.pairs_done += 1
                 self._busy = False
                 self._cond.notify_all()
 
-    def _pair_tc(self, prev: _Frame, cur: _Frame) -> float | None:
-        """TC of one pair on copies downscaled by ``scale`` (labels nearest, rgb area)."""
+    def _pair_tc(self, prev: _Frame, cur: _Frame) -> PairCounts:
+        """TC counts of one pair on copies downscaled by ``scale`` (labels nearest, rgb area)."""
         h, w = prev[0].shape[:2]
         size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
         lab0, lab1 = (cv2.resize(f[0], size, interpolation=cv2.INTER_NEAREST) for f in (prev, cur))
         rgb0, rgb1 = (cv2.resize(f[1], size, interpolation=cv2.INTER_AREA) for f in (prev, cur))
         flow, valid = consistency_flow(rgb0, rgb1, self.preset)
-        return tc_from_counts(*pair_iou_counts(lab0, lab1, flow, valid, self.num_classes))
+        return pair_counts(lab0, lab1, flow, valid, self.num_classes)

@@ -11,6 +11,7 @@ tensor of frame ``dst`` with the flow ``src -> dst`` brings it into the pixel gr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -156,9 +157,28 @@ def warp_labels(labels: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.nd
     return out[0, 0].numpy().astype(labels.dtype), inside[0, 0].numpy()
 
 
-def pair_iou_counts(pred_t: np.ndarray, pred_t1: np.ndarray, flow: np.ndarray,
-                    valid: np.ndarray | None, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class (intersection, union) pixel counts between pred_t and pred_{t+1} warped into t.
+MIN_CLASS_SHARE = 0.001
+"""A class counts as "predicted" by a model when it covers >= 0.1 % of the valid pixels."""
+
+
+@dataclass
+class PairCounts:
+    """What one consecutive pair contributes to TC: per-class counts over its valid pixels.
+
+    ``inter``/``union``: IoU counts of pred_t vs warped pred_{t+1}; ``area``: pixels of each class
+    in pred_t; ``agree``: pixels whose class survives the warp; ``valid``: pixels compared.
+    """
+
+    inter: np.ndarray
+    union: np.ndarray
+    area: np.ndarray
+    agree: int
+    valid: int
+
+
+def pair_counts(pred_t: np.ndarray, pred_t1: np.ndarray, flow: np.ndarray,
+                valid: np.ndarray | None, num_classes: int) -> PairCounts:
+    """Counts between pred_t and pred_{t+1} warped into t (nearest neighbour).
 
     Pixels whose flow leaves the frame, that fail ``valid`` (the fw-bw check) or that carry an id
     outside 0..num_classes-1 (e.g. ignore 255) in either map are left out.
@@ -174,25 +194,56 @@ def pair_iou_counts(pred_t: np.ndarray, pred_t1: np.ndarray, flow: np.ndarray,
     b = warped.astype(np.int64)
     keep &= (a >= 0) & (a < num_classes) & (b >= 0) & (b < num_classes)
     a, b = a[keep], b[keep]
-    inter = np.bincount(a[a == b], minlength=num_classes)[:num_classes]
+    same = a == b
+    inter = np.bincount(a[same], minlength=num_classes)[:num_classes]
     area_a = np.bincount(a, minlength=num_classes)[:num_classes]
     area_b = np.bincount(b, minlength=num_classes)[:num_classes]
-    return inter, area_a + area_b - inter
+    return PairCounts(inter, area_a + area_b - inter, area_a, int(same.sum()), int(a.size))
 
 
-def tc_from_counts(inter: np.ndarray, union: np.ndarray) -> float | None:
-    """Mean IoU in percent over classes present (union > 0); None when nothing is comparable."""
-    present = union > 0
-    if not present.any():
+def own_classes(area: np.ndarray, min_share: float = MIN_CLASS_SHARE) -> list[int]:
+    """Classes covering >= ``min_share`` of the valid pixels counted in ``area``."""
+    total = int(area.sum())
+    if total == 0:
+        return []
+    return [int(c) for c in np.flatnonzero(area >= min_share * total)]
+
+
+def tc_over_classes(inter: np.ndarray, union: np.ndarray,
+                    classes: Sequence[int]) -> float | None:
+    """Mean IoU in percent over exactly ``classes``; None when the set is empty.
+
+    A class of the set that the model never predicts on a valid pixel (union 0) scores 0, as a
+    ground-truth class that is never predicted does in mIoU: every model is scored over the same
+    set, so stray pixels of a rare class neither drag one model down nor lift another.
+    """
+    if len(classes) == 0:
         return None
-    return float(np.mean(inter[present] / union[present]) * 100.0)
+    idx = np.asarray(classes, dtype=np.int64)
+    u = union[idx].astype(np.float64)
+    iou = np.divide(inter[idx], u, out=np.zeros_like(u), where=u > 0)
+    return float(iou.mean() * 100.0)
+
+
+def shared_class_set(ground_truth: Sequence[int] | None,
+                     models: Sequence[TemporalConsistency]) -> list[int]:
+    """The one class set every model of a run is scored over.
+
+    With labels: the classes present in the ground truth. Without: the classes that every model
+    predicts on >= 0.1 % of valid pixels (one model alone: its own such classes).
+    """
+    if ground_truth is not None:
+        return sorted(int(c) for c in ground_truth)
+    sets = [set(m.predicted_classes()) for m in models]
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 class TemporalConsistency:
     """Accumulates the TC metric over consecutive prediction pairs (no ground truth needed).
 
     Per-class intersection and union are summed over all pairs, so TC weighs every pixel equally
-    rather than every frame; the per-pair values are kept for per-frame plots.
+    rather than every frame. The class set is chosen at the end (``shared_class_set``), when every
+    compared model has been seen; per-pair counts are kept for per-frame plots.
     """
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None) -> None:
@@ -202,26 +253,76 @@ class TemporalConsistency:
         self.class_names = list(class_names) if class_names is not None else None
         self._inter = np.zeros(num_classes, dtype=np.int64)
         self._union = np.zeros(num_classes, dtype=np.int64)
-        self._per_frame: list[float | None] = []
+        self._area = np.zeros(num_classes, dtype=np.int64)
+        self._agree = 0
+        self._valid = 0
+        self._pairs: list[PairCounts] = []
 
     def update(self, pred_t: np.ndarray, pred_t1: np.ndarray, flow_t_to_t1: np.ndarray,
-               valid: np.ndarray | None = None) -> float | None:
-        """Add one consecutive pair; returns its TC in percent (None if no class present)."""
-        inter, union = pair_iou_counts(pred_t, pred_t1, flow_t_to_t1, valid, self.num_classes)
-        self._inter += inter
-        self._union += union
-        tc = tc_from_counts(inter, union)
-        self._per_frame.append(tc)
-        return tc
+               valid: np.ndarray | None = None) -> PairCounts:
+        """Add one consecutive pair; returns its counts."""
+        counts = pair_counts(pred_t, pred_t1, flow_t_to_t1, valid, self.num_classes)
+        self._inter += counts.inter
+        self._union += counts.union
+        self._area += counts.area
+        self._agree += counts.agree
+        self._valid += counts.valid
+        self._pairs.append(counts)
+        return counts
 
-    def result(self) -> dict:
-        """``{"tc": percent | None, "per_class": {name_or_id: percent}, "per_frame": [...]}``."""
-        per_class = {}
-        for c in np.flatnonzero(self._union > 0):
-            key = self.class_names[c] if self.class_names is not None else int(c)
-            per_class[key] = float(self._inter[c] / self._union[c] * 100.0)
+    @property
+    def pairs(self) -> int:
+        return len(self._pairs)
+
+    def predicted_classes(self, min_share: float = MIN_CLASS_SHARE) -> list[int]:
+        """Classes this model predicts on >= ``min_share`` of the valid pixels of all pairs."""
+        return own_classes(self._area, min_share)
+
+    def _name(self, c: int) -> str | int:
+        return self.class_names[c] if self.class_names is not None else int(c)
+
+    def result(self, classes: Sequence[int] | None = None) -> dict:
+        """TC over ``classes`` (default: this model's own, ``predicted_classes()``).
+
+        ``{"tc", "tc_pixel", "tc_classes", "per_class", "per_frame", "per_frame_pixel"}``; ``tc``
+        and ``tc_pixel`` in percent (None without pairs); ``per_class`` holds every class with
+        pixels in either frame of any pair; ``per_frame`` is each pair's TC over the set (classes
+        of the set absent from that pair left out), ``per_frame_pixel`` its pixel TC.
+        """
+        classes = self.predicted_classes() if classes is None else [int(c) for c in classes]
+        per_class = {self._name(c): float(self._inter[c] / self._union[c] * 100.0)
+                     for c in np.flatnonzero(self._union > 0)}
+        per_frame: list[float | None] = []
+        per_frame_pixel: list[float | None] = []
+        idx = np.asarray(classes, dtype=np.int64)
+        for p in self._pairs:
+            present = [int(c) for c in idx if p.union[c] > 0]
+            per_frame.append(tc_over_classes(p.inter, p.union, present))
+            per_frame_pixel.append(p.agree / p.valid * 100.0 if p.valid else None)
         return {
-            "tc": tc_from_counts(self._inter, self._union),
+            "tc": tc_over_classes(self._inter, self._union, classes) if self._pairs else None,
+            "tc_pixel": self._agree / self._valid * 100.0 if self._valid else None,
+            "tc_classes": [self._name(c) for c in classes],
             "per_class": per_class,
-            "per_frame": list(self._per_frame),
+            "per_frame": per_frame,
+            "per_frame_pixel": per_frame_pixel,
         }
+
+
+def propagate_labels(labels: np.ndarray, flow_to_prev: np.ndarray) -> np.ndarray:
+    """Carry the previous frame's labels into the current frame (keyframe propagation).
+
+    ``flow_to_prev`` is the flow current -> previous, so each pixel takes the label found where it
+    was in the previous frame (nearest neighbour; ids are never blended). Pixels whose source
+    lies outside the previous frame take the nearest border pixel's label, as a keyframe method
+    has nothing better to offer there.
+    """
+    if labels.ndim != 2 or labels.shape != flow_to_prev.shape[:2]:
+        raise ValueError(f"propagate_labels: labels {labels.shape} and flow "
+                         f"{flow_to_prev.shape} do not match")
+    h, w = labels.shape
+    xs = np.arange(w, dtype=np.float32)[None, :] + flow_to_prev[..., 0]
+    ys = np.arange(h, dtype=np.float32)[:, None] + flow_to_prev[..., 1]
+    xi = np.clip(np.rint(xs), 0, w - 1).astype(np.intp)
+    yi = np.clip(np.rint(ys), 0, h - 1).astype(np.intp)
+    return labels[yi, xi]

@@ -107,8 +107,11 @@ def check_schema(res: dict, frames: int, labelled: bool) -> None:
     assert isinstance(res["input"], dict)
     assert [m["name"] for m in res["models"]] == ["student_a", "student_b"]
     for m in res["models"]:
-        assert set(m) == {"name", "model_path", "frames", "tc", "miou", "per_class",
-                          "latency_ms", "fps"}
+        assert set(m) == {"name", "model_path", "frames", "tc", "tc_pixel", "tc_classes",
+                          "miou", "per_class", "latency_ms", "fps"}
+        assert m["tc_classes"] == res["models"][0]["tc_classes"]  # one class set per run
+        assert set(m["tc_classes"]) <= set(CITYSCAPES_CLASSES)
+        assert isinstance(m["tc_pixel"], float) and 0.0 <= m["tc_pixel"] <= 100.0
         assert Path(m["model_path"]).is_file()
         assert m["frames"] == frames
         assert isinstance(m["tc"], float) and 0.0 <= m["tc"] <= 100.0
@@ -125,8 +128,8 @@ def check_schema(res: dict, frames: int, labelled: bool) -> None:
                 assert entry["iou"] is None
         assert any(e["tc"] is not None for e in m["per_class"].values())
         lat = m["latency_ms"]
-        assert set(lat) == {"p50", "p95"}
-        assert 0.0 < lat["p50"] <= lat["p95"]
+        assert set(lat) == {"p50", "p95", "max"}
+        assert 0.0 < lat["p50"] <= lat["p95"] <= lat["max"]
         assert m["fps"] > 0
 
 
@@ -176,7 +179,7 @@ def test_video_and_report(tmp_path: Path, models: list[str]) -> None:
     check_schema(res, frames=5, labelled=False)
     assert res["input"]["pairs"] == 4
     text = (rep / "report.md").read_text()
-    assert "| student_a | 5 |" in text and "| student_b | 5 |" in text
+    assert "| student_a | 1 | 5 |" in text and "| student_b | 1 | 5 |" in text
     for png in ("tc_per_frame.png", "latency_hist.png", "per_class.png"):
         img = cv2.imread(str(rep / png))
         assert img is not None and img.shape[0] > 100, png
@@ -221,10 +224,11 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
     check_schema(res, frames=6, labelled=True)
     assert res["input"]["pairs"] == 4  # no pair across the sequence boundary
     for m in res["models"]:
-        # Classes in the ground truth always get an IoU; absent classes nobody predicted don't.
+        # TC and mIoU are both over the classes present in the ground truth
+        assert m["tc_classes"] == ["road", "sky", "car"]
         for cname in ("road", "sky", "car"):
             assert m["per_class"][cname]["iou"] is not None
-        ious = [e["iou"] for e in m["per_class"].values() if e["iou"] is not None]
+        ious = [m["per_class"][c]["iou"] for c in ("road", "sky", "car")]
         assert m["miou"] == pytest.approx(sum(ious) / len(ious), abs=1e-3)
     # Independent IoU over all frames (pixels summed, 255 ignored) from the same model's output.
     seg = Segmenter(models[0], device="cpu")
@@ -243,6 +247,30 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
             assert got[name]["iou"] == pytest.approx(100 * inter[c] / union[c], abs=1e-3), name
         else:
             assert got[name]["iou"] is None, name
+
+
+def test_keyframe_rows(tmp_path: Path, models: list[str]) -> None:
+    """--keyframe-interval adds <name>@kf<K> rows on the same frames, with their own latency."""
+    for t in range(5):
+        cv2.imwrite(str(tmp_path / f"{t:03d}.png"), cv2.cvtColor(scene(t), cv2.COLOR_RGB2BGR))
+    report = tmp_path / "report"
+    res = run_eval(tmp_path, models, "--images", str(tmp_path), "--keyframe-interval", "2",
+                   "--keyframe-interval", "4", "--report-dir", str(report))
+    names = [m["name"] for m in res["models"]]
+    assert names == ["student_a", "student_b", "student_a@kf2", "student_b@kf2",
+                     "student_a@kf4", "student_b@kf4"]
+    rows = {m["name"]: m for m in res["models"]}
+    for name, m in rows.items():
+        assert m["frames"] == 5
+        assert m["tc_classes"] == rows["student_a"]["tc_classes"]
+        assert m.get("keyframe_interval") == (int(name[-1]) if "@kf" in name else None)
+        assert set(m["latency_ms"]) == {"p50", "p95", "max"}
+    # propagated frames carry flow labels from the keyframe: more steady pixels than chance
+    assert rows["student_a@kf4"]["tc_pixel"] > 50.0
+    text = (report / "report.md").read_text()
+    assert "student_a@kf4" in text and "same" in text
+    assert (report / "accuracy_vs_latency.png").stat().st_size > 0
+    assert (report / "tc_per_frame.csv").read_text().startswith("model,frame,tc,tc_pixel")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from etc_ros.tc_monitor import LiveTCMonitor
+from etc_ros.temporal import PairCounts
 
 
 def textured(h: int, w: int, seed: int) -> np.ndarray:
@@ -56,11 +57,12 @@ def test_submit_does_not_block_while_worker_busy(monitor: LiveTCMonitor,
     started, release = threading.Event(), threading.Event()
     seen: list[tuple[int, int]] = []
 
-    def slow_pair(prev, cur) -> float:
+    def slow_pair(prev, cur) -> PairCounts:
         seen.append((int(prev[0][0, 0]), int(cur[0][0, 0])))
         started.set()
         release.wait()
-        return 50.0
+        # class 0 on 2 px in each frame, 1 shared: TC 50 % over the model's own class set
+        return PairCounts(np.array([1, 0]), np.array([3, 0]) - 1, np.array([2, 0]), 1, 3)
 
     monkeypatch.setattr(monitor, "_pair_tc", slow_pair)
     rgb = np.zeros((8, 8, 3), np.uint8)

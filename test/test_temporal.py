@@ -105,6 +105,11 @@ def test_photometric_mask_is_one_for_identical_and_small_for_different() -> None
     assert torch.allclose(m, torch.full((1, 1, 4, 4), float(np.exp(-6.0))))
 
 
+def pair_tc(counts: temporal.PairCounts) -> float | None:
+    """TC of one pair over the classes present in it."""
+    return temporal.tc_over_classes(counts.inter, counts.union, np.flatnonzero(counts.union > 0))
+
+
 def test_tc_shifted_labels_with_exact_flow_is_100() -> None:
     rng = np.random.default_rng(0)
     h, w = 24, 32
@@ -112,11 +117,12 @@ def test_tc_shifted_labels_with_exact_flow_is_100() -> None:
     pred_t = big[4:4 + h, 4:4 + w].astype(np.uint8)
     pred_t1 = big[4 - 1:4 - 1 + h, 4 - 3:4 - 3 + w].astype(np.uint8)  # moves by (+3, +1)
     tc = temporal.TemporalConsistency(5)
-    assert tc.update(pred_t, pred_t1, const_flow(h, w, 3, 1)) == pytest.approx(100.0)
+    assert pair_tc(tc.update(pred_t, pred_t1, const_flow(h, w, 3, 1))) == pytest.approx(100.0)
     # the same pair with zero flow is clearly worse: the metric does depend on the warp
-    assert tc.update(pred_t, pred_t1, const_flow(h, w, 0, 0)) < 90.0
+    assert pair_tc(tc.update(pred_t, pred_t1, const_flow(h, w, 0, 0))) < 90.0
     res = tc.result()
     assert len(res["per_frame"]) == 2 and res["per_frame"][0] == pytest.approx(100.0)
+    assert res["per_frame_pixel"][0] == pytest.approx(100.0)
     assert set(res["per_class"]) <= set(range(5))
 
 
@@ -130,6 +136,7 @@ def test_tc_random_labels_is_low_and_per_class_names() -> None:
     res = tc.result()
     assert res["tc"] < 40.0  # chance level for 3 balanced classes is 20%
     assert set(res["per_class"]) == {"road", "car", "sky"}
+    assert res["tc_classes"] == ["road", "car", "sky"]
 
 
 def test_tc_ignores_invalid_pixels_and_ignore_ids() -> None:
@@ -138,8 +145,68 @@ def test_tc_ignores_invalid_pixels_and_ignore_ids() -> None:
     valid = np.array([[True, False], [True, True]])
     tc = temporal.TemporalConsistency(2)
     # only pixels (0,0) -> class 0 agrees and (1,0) -> class 1 agrees are counted
-    assert tc.update(a, b, const_flow(2, 2, 0, 0), valid) == pytest.approx(100.0)
-    assert tc.update(a, b, const_flow(2, 2, 0, 0)) == pytest.approx((50.0 + 50.0) / 2)
+    assert pair_tc(tc.update(a, b, const_flow(2, 2, 0, 0), valid)) == pytest.approx(100.0)
+    assert pair_tc(tc.update(a, b, const_flow(2, 2, 0, 0))) == pytest.approx((50.0 + 50.0) / 2)
+
+
+def test_pixel_tc_on_a_hand_made_pair() -> None:
+    """4x4, zero flow: 3 of the 16 pixels change class -> pixel TC 13/16; per class by hand."""
+    a = np.zeros((4, 4), np.uint8)
+    a[:, 2:] = 1
+    b = a.copy()
+    b[0, 0] = 1
+    b[1, 0] = 1
+    b[0, 3] = 0
+    tc = temporal.TemporalConsistency(2)
+    counts = tc.update(a, b, const_flow(4, 4, 0, 0))
+    assert (counts.agree, counts.valid) == (13, 16)
+    res = tc.result([0, 1])
+    assert res["tc_pixel"] == pytest.approx(13 / 16 * 100)
+    # class 0: a has 8 px, b has 7 px, 6 shared -> 6 / 9; class 1: 8 and 9 px, 7 shared -> 7 / 10
+    assert res["tc"] == pytest.approx((6 / 9 + 7 / 10) / 2 * 100)
+
+
+def test_one_class_set_for_models_where_one_predicts_a_stray_class() -> None:
+    """A few stray pixels of class 2 must not decide which model is steadier."""
+    h, w = 40, 40
+    steady = np.zeros((h, w), np.uint8)
+    steady[:, 20:] = 1
+    stray = steady.copy()
+    stray[:2, :2] = 2  # 4 of 1600 px (0.25 %) in frame t only: gone in t+1
+    flow = const_flow(h, w, 0, 0)
+    a, b = temporal.TemporalConsistency(3), temporal.TemporalConsistency(3)
+    for _ in range(3):
+        a.update(steady, steady, flow)
+        b.update(stray, steady, flow)
+    # each model's own set: the stray class counts for b with IoU 0 -> far lower TC
+    assert a.predicted_classes() == [0, 1] and b.predicted_classes() == [0, 1, 2]
+    assert b.result()["tc"] < 70.0 < a.result()["tc"]
+    # the shared set (classes every model predicts on >= 0.1 % of pixels) scores them alike
+    shared = temporal.shared_class_set(None, [a, b])
+    assert shared == [0, 1]
+    assert b.result(shared)["tc"] == pytest.approx(99.75)  # road loses 4 of 800 px: 99.5
+    assert a.result(shared)["tc"] == pytest.approx(100.0)
+    # with labels the ground truth decides, and a class the model never predicts scores 0
+    assert temporal.shared_class_set([0, 1, 2], [a, b]) == [0, 1, 2]
+    assert a.result([0, 1, 2])["tc"] == pytest.approx(200 / 3)
+
+
+def test_propagate_labels_follows_a_shifted_square() -> None:
+    """A square moving (+2, +1) px per frame: propagation from the keyframe keeps it on target."""
+    h, w = 32, 48
+
+    def frame(t: int) -> np.ndarray:
+        lab = np.zeros((h, w), np.uint8)
+        lab[4 + t:12 + t, 6 + 2 * t:14 + 2 * t] = 1
+        return lab
+
+    labels = frame(0)
+    for t in range(1, 5):
+        labels = temporal.propagate_labels(labels, const_flow(h, w, -2, -1))  # current -> previous
+        assert np.array_equal(labels, frame(t))
+    # pixels whose source lies outside the frame take the border's label, never garbage
+    edge = temporal.propagate_labels(frame(0), const_flow(h, w, 100, 0))
+    assert set(np.unique(edge)) <= {0, 1}
 
 
 def test_consistency_flow_on_static_scene() -> None:

@@ -1,8 +1,10 @@
 """Evaluate one or more checkpoints on a recording: mIoU, temporal consistency (TC), latency.
 
 Robotics teams judge a segmenter on their own recordings: does it hold up, does it flicker, is it
-fast enough. All models run on exactly the same decoded frames and are scored against the same
-optical flow (computed once per frame pair), so a baseline-vs-ETC comparison is fair.
+fast enough. All models run on exactly the same decoded frames, are scored against the same
+optical flow (computed once per frame pair) and over the same class set, so a baseline-vs-ETC
+comparison is fair. ``--keyframe-interval K`` adds the keyframe alternative the ETC paper argues
+against: segment every K-th frame and carry its labels to the frames between with optical flow.
 
     python -m etc_ros.evaluate --model a.safetensors --model b.safetensors \
         --bag rec/ --topic /cam/image_raw --json out.json --report-dir report/
@@ -14,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +29,14 @@ from tqdm import tqdm
 from etc_ros.checkpoint import CheckpointError
 from etc_ros.labels import IGNORE_INDEX
 from etc_ros.segmenter import Segmenter
-from etc_ros.temporal import DIS_PRESETS, TemporalConsistency, consistency_flow
+from etc_ros.temporal import (
+    DIS_PRESETS,
+    TemporalConsistency,
+    compute_flow,
+    consistency_flow,
+    propagate_labels,
+    shared_class_set,
+)
 from etc_ros.tools.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
 from etc_ros.tools.sources import (
     Frame,
@@ -55,7 +65,7 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass
 class _ModelRun:
-    """Everything accumulated for one model during a run."""
+    """Everything accumulated for one row of the results: a model, or a model@kfK."""
 
     name: str
     path: Path
@@ -63,10 +73,15 @@ class _ModelRun:
     tc: TemporalConsistency
     confusion: np.ndarray
     series: ModelSeries
+    keyframe_interval: int | None = None
     frames: int = 0
     labelled: int = 0
     prev: np.ndarray | None = None
     palette: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.segmenter.meta.class_names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, metavar="N", help="evaluate at most N frames")
     p.add_argument("--flow-preset", default="medium", choices=sorted(DIS_PRESETS),
                    help="DIS optical flow preset for TC (default medium)")
+    p.add_argument("--keyframe-interval", type=int, action="append", default=[], metavar="K",
+                   help="also score each model as a keyframe method: segment every K-th frame, "
+                        "propagate labels with DIS flow in between (repeatable, K >= 2)")
+    p.add_argument("--keyframe-flow-preset", default="fast", choices=sorted(DIS_PRESETS),
+                   help="DIS preset for keyframe propagation; its time counts in those rows' "
+                        "latency (default fast)")
     return p
 
 
@@ -120,20 +141,28 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _load_models(paths: Sequence[str], device: str) -> list[_ModelRun]:
+def _new_run(name: str, path: Path, seg: Segmenter, keyframe_interval: int | None) -> _ModelRun:
+    classes = list(seg.meta.class_names)
+    return _ModelRun(
+        name=name, path=path, segmenter=seg, keyframe_interval=keyframe_interval,
+        tc=TemporalConsistency(len(classes), classes),
+        confusion=np.zeros((len(classes), len(classes)), np.int64),
+        series=ModelSeries(name), palette=np.asarray(seg.meta.palette, np.uint8))
+
+
+def _load_models(paths: Sequence[str], device: str,
+                 keyframe_intervals: Sequence[int]) -> list[_ModelRun]:
+    """One row per model, then one per model and keyframe interval (sharing its segmenter)."""
     resolved = [Path(p) for p in paths]
     for p in resolved:
         if not p.is_file():
             raise _UsageError(f"model file not found: {p}")
     runs = []
     for name, path in zip(_unique_names(resolved), resolved, strict=True):
-        seg = Segmenter(str(path), device=device)
-        classes = list(seg.meta.class_names)
-        runs.append(_ModelRun(
-            name=name, path=path, segmenter=seg,
-            tc=TemporalConsistency(len(classes), classes),
-            confusion=np.zeros((len(classes), len(classes)), np.int64),
-            series=ModelSeries(name), palette=np.asarray(seg.meta.palette, np.uint8)))
+        runs.append(_new_run(name, path, Segmenter(str(path), device=device), None))
+    for k in keyframe_intervals:
+        runs += [_new_run(f"{r.name}@kf{k}", r.path, r.segmenter, k)
+                 for r in runs if r.keyframe_interval is None]
     return runs
 
 
@@ -158,61 +187,110 @@ def _accumulate_confusion(confusion: np.ndarray, gt: np.ndarray, pred: np.ndarra
     confusion += np.bincount(idx, minlength=n * n).reshape(n, n)
 
 
-def _segment(run: _ModelRun, rgb: np.ndarray) -> np.ndarray:
-    """Labels at frame resolution; records this frame's forward latency."""
-    result = run.segmenter.segment([rgb], want_confidence=False)
-    run.series.forward_ms.append(float(run.segmenter.last_timings.forward_ms))
-    return result[0].labels
+def _segment(seg: Segmenter, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+    """Labels at frame resolution and the wall time of the whole call (pre + forward + post)."""
+    t0 = time.perf_counter()
+    labels = seg.segment([rgb], want_confidence=False)[0].labels
+    return labels, (time.perf_counter() - t0) * 1e3
 
 
-def _run(source: FrameSource, runs: list[_ModelRun], preset: str, max_frames: int | None,
-         video: SideBySideVideo | None) -> dict[str, Any]:
+@dataclass
+class _Step:
+    """One decodable frame of the stream, with what evaluate computed for it once."""
+
+    frame: Frame
+    tc_pair: tuple[np.ndarray, np.ndarray] | None  # flow t-1 -> t and its validity, for TC
+    first: bool  # first frame of a run of consecutive frames (sequence start, after a skip)
+    position: int  # frames since ``first``
+
+
+def _propagation_flows(steps: list[_Step], prev_rgb: np.ndarray | None,
+                       preset: str) -> list[tuple[np.ndarray, float] | None]:
+    """Flow t -> t-1 (and its time in ms) for every non-first step: what a keyframe method pays."""
+    flows: list[tuple[np.ndarray, float] | None] = []
+    for st in steps:
+        if st.first or prev_rgb is None:
+            flows.append(None)
+        else:
+            t0 = time.perf_counter()
+            flow = compute_flow(st.frame.rgb, prev_rgb, preset)
+            flows.append((flow, (time.perf_counter() - t0) * 1e3))
+        prev_rgb = st.frame.rgb
+    return flows
+
+
+def _label_frame(run: _ModelRun, step: _Step, base_labels: np.ndarray, base_ms: float,
+                 flow: tuple[np.ndarray, float] | None) -> tuple[np.ndarray, float]:
+    """This row's labels and latency for one frame (a keyframe row reuses the model's output)."""
+    k = run.keyframe_interval
+    if k is None or step.position % k == 0 or flow is None or run.prev is None:
+        return base_labels, base_ms
+    t0 = time.perf_counter()
+    labels = propagate_labels(run.prev, flow[0])
+    return labels, flow[1] + (time.perf_counter() - t0) * 1e3
+
+
+def _score(run: _ModelRun, step: _Step, labels: np.ndarray, latency_ms: float) -> None:
+    run.series.forward_ms.append(latency_ms)
+    if step.tc_pair is not None and run.prev is not None:
+        run.tc.update(run.prev, labels, *step.tc_pair)
+        run.series.pair_frames.append(step.frame.index)
+    if step.frame.label is not None:
+        _accumulate_confusion(run.confusion, step.frame.label, labels)
+        run.labelled += 1
+    run.prev = labels
+    run.frames += 1
+
+
+def _run(source: FrameSource, runs: list[_ModelRun], preset: str, keyframe_preset: str,
+         max_frames: int | None, video: SideBySideVideo | None) -> dict[str, Any]:
     """Stream frames once; returns input statistics (frames read, skipped, pairs)."""
     skipped: Counter[str] = Counter()
     read = pairs = 0
     prev: Frame | None = None
+    position = 0
+    base = [r for r in runs if r.keyframe_interval is None]
+    keyframe_rows = [r for r in runs if r.keyframe_interval is not None]
     total = len(source) if max_frames is None else min(len(source), max_frames)
-    for run in runs:
+    for run in base:
         run.segmenter.warmup()
-    with tqdm(total=total * len(runs), unit="frame", desc="evaluate", dynamic_ncols=True) as bar:
+    with tqdm(total=total * len(base), unit="frame", desc="evaluate", dynamic_ncols=True) as bar:
         for chunk in _chunks(source, max_frames):
             read += len(chunk)
-            good: list[tuple[Frame, tuple[np.ndarray, np.ndarray] | None]] = []
+            chunk_prev_rgb = prev.rgb if prev is not None else None
+            steps: list[_Step] = []
             bar.set_postfix_str("flow")
             for f in chunk:
                 if f.rgb is None or f.error is not None:  # corrupt image, or its bad label
                     skipped[f.error or "unreadable frame"] += 1
-                    bar.update(len(runs))
+                    bar.update(len(base))
                     prev = None  # a pair spanning a skipped frame is not consecutive
                     continue
-                pair = None
-                if prev is not None and prev.sequence == f.sequence \
-                        and prev.rgb is not None and prev.rgb.shape == f.rgb.shape:
-                    pair = consistency_flow(prev.rgb, f.rgb, preset)
+                tc_pair = None
+                first = not (prev is not None and prev.sequence == f.sequence
+                             and prev.rgb is not None and prev.rgb.shape == f.rgb.shape)
+                position = 0 if first else position + 1
+                if not first:
+                    tc_pair = consistency_flow(prev.rgb, f.rgb, preset)
                     pairs += 1
-                good.append((f, pair))
+                steps.append(_Step(f, tc_pair, first, position))
                 prev = f
-            chunk_labels: list[list[np.ndarray]] = []
-            for run in runs:
+            flows = (_propagation_flows(steps, chunk_prev_rgb, keyframe_preset)
+                     if keyframe_rows else [None] * len(steps))
+            shown: dict[str, list[np.ndarray]] = {}
+            for run in base:
                 bar.set_postfix_str(run.name)
-                labels_list = []
-                for f, pair in good:
-                    labels = _segment(run, f.rgb)
-                    if pair is not None and run.prev is not None:
-                        tc = run.tc.update(run.prev, labels, pair[0], pair[1])
-                        if tc is not None:
-                            run.series.tc_per_pair.append((f.index, tc))
-                    if f.label is not None:
-                        _accumulate_confusion(run.confusion, f.label, labels)
-                        run.labelled += 1
-                    run.prev = labels
-                    run.frames += 1
-                    labels_list.append(labels)
+                own = [r for r in keyframe_rows if r.segmenter is run.segmenter]
+                for step, flow in zip(steps, flows, strict=True):
+                    labels, ms = _segment(run.segmenter, step.frame.rgb)
+                    for row in own:
+                        _score(row, step, *_label_frame(row, step, labels, ms, flow))
+                    _score(run, step, labels, ms)
+                    shown.setdefault(run.name, []).append(labels)
                     bar.update(1)
-                chunk_labels.append(labels_list)
             if video is not None:
-                for i, (f, _) in enumerate(good):
-                    video.add(f.rgb, [labels[i] for labels in chunk_labels])
+                for i, step in enumerate(steps):
+                    video.add(step.frame.rgb, [shown[r.name][i] for r in base])
     if not runs[0].frames:
         reasons = "; ".join(f"{r} (x{n})" for r, n in skipped.items()) or "input has no frames"
         raise _UsageError(f"no decodable frames in the input ({read} read): {reasons}")
@@ -224,10 +302,26 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
-def _model_result(run: _ModelRun) -> dict[str, Any]:
+def _tc_class_names(runs: list[_ModelRun]) -> list[str]:
+    """The one class set of this run (ground-truth classes, or those every row predicts)."""
+    names = runs[0].class_names
+    if any(r.labelled for r in runs):
+        in_gt = np.flatnonzero(runs[0].confusion.sum(1) > 0)
+        return [names[c] for c in shared_class_set(in_gt, [])]
+    common = shared_class_set(None, [r.tc for r in runs])  # ids of the first model's classes
+    shared = {names[c] for c in common}
+    for r in runs[1:]:  # models may order their classes differently: intersect by name
+        shared &= {r.class_names[c] for c in r.tc.predicted_classes()}
+    return [n for n in names if n in shared]
+
+
+def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
     """One entry of the JSON "models" list (schema fixed in DESIGN.md)."""
-    classes = list(run.segmenter.meta.class_names)
-    tc = run.tc.result()
+    classes = run.class_names
+    tc = run.tc.result([classes.index(n) for n in tc_classes if n in classes])
+    run.series.tc_per_pair = list(zip(run.series.pair_frames, tc["per_frame"], strict=True))
+    run.series.tc_pixel_per_pair = list(zip(run.series.pair_frames, tc["per_frame_pixel"],
+                                            strict=True))
     ious: list[float | None] = [None] * len(classes)
     miou = None
     if run.labelled:
@@ -235,44 +329,59 @@ def _model_result(run: _ModelRun) -> dict[str, Any]:
         union = run.confusion.sum(0) + run.confusion.sum(1) - tp
         ious = [float(tp[c] / union[c] * 100.0) if union[c] > 0 else None
                 for c in range(len(classes))]
-        present = [v for v in ious if v is not None]
-        miou = float(np.mean(present)) if present else None
+        in_gt = run.confusion.sum(1) > 0  # mIoU over the classes present in the ground truth
+        miou = float(np.mean(tp[in_gt] / union[in_gt]) * 100.0) if in_gt.any() else None
     lat = np.asarray(run.series.forward_ms, np.float64)
-    return {
+    result = {
         "name": run.name,
         "model_path": str(run.path),
         "frames": run.frames,
         "tc": _pct(tc["tc"]),
+        "tc_pixel": _pct(tc["tc_pixel"]),
+        "tc_classes": list(tc_classes),
         "miou": _pct(miou),
         "per_class": {c: {"iou": _pct(ious[i]), "tc": _pct(tc["per_class"].get(c))}
                       for i, c in enumerate(classes)},
         "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 4),
-                       "p95": round(float(np.percentile(lat, 95)), 4)},
+                       "p95": round(float(np.percentile(lat, 95)), 4),
+                       "max": round(float(lat.max()), 4)},
         "fps": round(1000.0 / float(lat.mean()), 3) if lat.mean() > 0 else None,
     }
+    if run.keyframe_interval is not None:
+        result["keyframe_interval"] = run.keyframe_interval
+    return result
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the whole evaluation for parsed arguments; returns the JSON document."""
     if args.max_frames is not None and args.max_frames < 1:
         raise _UsageError("--max-frames must be >= 1")
+    if any(k < 2 for k in args.keyframe_interval):
+        raise _UsageError("--keyframe-interval must be >= 2")
     source = _open_source(args)
-    runs = _load_models(args.model, args.device)
+    runs = _load_models(args.model, args.device, sorted(set(args.keyframe_interval)))
+    base = [r for r in runs if r.keyframe_interval is None]
     video = None
     report_dir = Path(args.report_dir) if args.report_dir else None
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
-        video = SideBySideVideo(report_dir / VIDEO_NAME, [r.name for r in runs],
-                                [r.palette for r in runs], fps=source.rate_hz or 10.0)
+        video = SideBySideVideo(report_dir / VIDEO_NAME, [r.name for r in base],
+                                [r.palette for r in base], fps=source.rate_hz or 10.0)
     try:
-        stats = _run(source, runs, args.flow_preset, args.max_frames, video)
+        stats = _run(source, runs, args.flow_preset, args.keyframe_flow_preset,
+                     args.max_frames, video)
     finally:
         if video is not None:
             video.close()
     inp = dict(source.describe())
     inp.update(stats, flow_preset=args.flow_preset, device=str(runs[0].segmenter.device),
                precision=runs[0].segmenter.precision, max_frames=args.max_frames)
-    results = {"models": [_model_result(r) for r in runs], "input": inp}
+    if args.keyframe_interval:
+        inp["keyframe_flow_preset"] = args.keyframe_flow_preset
+    tc_classes = _tc_class_names(runs)
+    inp["tc_class_rule"] = ("classes present in the ground truth" if any(r.labelled for r in runs)
+                            else "classes every row predicts on >= 0.1 % of valid pixels")
+    results = {"models": [_model_result(r, tc_classes) for r in runs], "input": inp}
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -296,10 +405,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_UsageError, SourceError, CheckpointError, ValueError, OSError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
+    print(f"TC classes ({results['input']['tc_class_rule']}): "
+          f"{', '.join(results['models'][0]['tc_classes']) or 'none'}")
     for m in results["models"]:
         miou = "–" if m["miou"] is None else f"{m['miou']:.2f}"
         tc = "–" if m["tc"] is None else f"{m['tc']:.2f}"
-        print(f"{m['name']}: frames={m['frames']} mIoU={miou} TC={tc} "
+        tc_pixel = "–" if m["tc_pixel"] is None else f"{m['tc_pixel']:.2f}"
+        print(f"{m['name']}: frames={m['frames']} mIoU={miou} TC={tc} TCpx={tc_pixel} "
               f"p50={m['latency_ms']['p50']:.2f}ms p95={m['latency_ms']['p95']:.2f}ms "
               f"fps={m['fps']}")
     return 0

@@ -23,6 +23,7 @@ REPORT_NAME = "report.md"
 TC_PLOT = "tc_per_frame.png"
 LATENCY_PLOT = "latency_hist.png"
 PER_CLASS_PLOT = "per_class.png"
+TRADEOFF_PLOT = "accuracy_vs_latency.png"
 VIDEO_NAME = "overlay.mp4"
 TC_CSV = "tc_per_frame.csv"
 
@@ -36,8 +37,10 @@ class ModelSeries:
     """Per-frame raw data behind one model's summary numbers (not part of the JSON)."""
 
     name: str
-    tc_per_pair: list[tuple[int, float]] = field(default_factory=list)  # (frame index t+1, TC %)
-    forward_ms: list[float] = field(default_factory=list)
+    pair_frames: list[int] = field(default_factory=list)  # frame index t+1 of each scored pair
+    tc_per_pair: list[tuple[int, float | None]] = field(default_factory=list)  # (t+1, TC %)
+    tc_pixel_per_pair: list[tuple[int, float | None]] = field(default_factory=list)
+    forward_ms: list[float] = field(default_factory=list)  # per-frame latency (ms)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -55,23 +58,33 @@ def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> 
         reasons = "; ".join(f"{r} (x{n})" for r, n in inp.get("skipped_reasons", {}).items())
         lines.append("")
         lines.append(f"Skipped {inp['skipped']} corrupt frame(s): {reasons}")
+    tc_classes = models[0].get("tc_classes", []) if models else []
     lines += [
         "",
-        "| model | frames | mIoU % | TC % | forward p50 ms | forward p95 ms | FPS |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | keyframe interval | frames | mIoU % | TC % | pixel TC % | latency p50 ms "
+        "| p95 ms | max ms | FPS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in models:
         lat = m["latency_ms"]
         lines.append(
-            f"| {m['name']} | {m['frames']} | {_fmt(m['miou'])} | {_fmt(m['tc'])} | "
-            f"{_fmt(lat['p50'])} | {_fmt(lat['p95'])} | {_fmt(m['fps'], 1)} |"
+            f"| {m['name']} | {m.get('keyframe_interval') or 1} | {m['frames']} | "
+            f"{_fmt(m['miou'])} | {_fmt(m['tc'])} | {_fmt(m.get('tc_pixel'))} | "
+            f"{_fmt(lat['p50'])} | {_fmt(lat['p95'])} | {_fmt(lat.get('max'))} | "
+            f"{_fmt(m['fps'], 1)} |"
         )
     lines += [
         "",
-        ("TC: per-class IoU between pred(t) and pred(t+1) warped into t with DIS flow (nearest "
-         "neighbour, pixels leaving the frame or failing the forward-backward check excluded), "
-         "accumulated over all pairs, mean over classes present. "
-         "FPS = 1000 / mean forward latency."),
+        (f"TC is averaged over the same {len(tc_classes)} classes for every row "
+         f"({inp.get('tc_class_rule', 'one class set')}): {', '.join(tc_classes) or 'none'}. "
+         "Per class it is the IoU between pred(t) and pred(t+1) warped into t with DIS flow "
+         "(nearest neighbour; pixels leaving the frame or failing the forward-backward check "
+         "excluded), accumulated over all pairs; a class of the set that a row never predicts "
+         "scores 0. Pixel TC is the share of valid pixels whose class survives the warp (no "
+         "class set). mIoU is the mean over the classes present in the ground truth. Latency is "
+         "per frame, preprocessing + forward + postprocessing; keyframe rows (segment every K-th "
+         "frame, carry labels to the others with DIS flow) include the flow time. "
+         "FPS = 1000 / mean latency."),
         "",
         "## Per class",
         "",
@@ -97,38 +110,70 @@ def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> 
     return "\n".join(lines)
 
 
+def _broken_line(points: list[tuple[int, float | None]]) -> tuple[list[float], list[float]]:
+    """x, y with NaN gaps at sequence boundaries and skipped frames."""
+    xs: list[float] = []
+    ys: list[float] = []
+    for x, y in points:
+        if xs and x - xs[-1] > 1:
+            xs.append(np.nan)
+            ys.append(np.nan)
+        xs.append(x)
+        ys.append(np.nan if y is None else y)
+    return xs, ys
+
+
 def plot_tc_per_frame(series: list[ModelSeries], path: Path) -> None:
-    """Line plot of per-pair TC: dips show where a model flickers."""
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    for s in series:
-        xs: list[float] = []
-        ys: list[float] = []
-        for x, y in s.tc_per_pair:
-            if xs and x - xs[-1] > 1:  # sequence boundary or skipped frame: break the line
-                xs.append(np.nan)
-                ys.append(np.nan)
-            xs.append(x)
-            ys.append(y)
-        ax.plot(xs, ys, label=s.name, linewidth=1.2)
-    ax.set_xlabel("frame")
-    ax.set_ylabel("TC % (pair t-1, t)")
-    ax.set_ylim(0, 102)  # a model at exactly 100 stays visible
+    """Per-pair TC (over the run's class set) beside pixel TC: dips show where a model flickers."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), sharey=True)
+    for ax, attr, title in ((axes[0], "tc_per_pair", "TC % (class set)"),
+                            (axes[1], "tc_pixel_per_pair", "pixel TC %")):
+        for s in series:
+            ax.plot(*_broken_line(getattr(s, attr)), label=s.name, linewidth=1.1)
+        ax.set_xlabel("frame")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(0, 102)  # a model at exactly 100 stays visible
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("pair t-1, t")
+    axes[1].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_tradeoff(models: list[dict[str, Any]], series: list[ModelSeries], path: Path) -> None:
+    """mIoU (TC without labels) against mean per-frame latency, one point per row.
+
+    Error bars reach p95 and max latency: keyframe methods are cheap on average and slow on
+    keyframes, which a mean alone hides.
+    """
+    metric = "miou" if any(m["miou"] is not None for m in models) else "tc"
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for m, s in zip(models, series, strict=True):
+        if m[metric] is None or not s.forward_ms:
+            continue
+        mean = float(np.mean(s.forward_ms))
+        ax.errorbar([mean], [m[metric]], xerr=[[0], [m["latency_ms"]["max"] - mean]],
+                    fmt="o", capsize=3, label=m["name"])
+        ax.annotate(m["name"], (mean, m[metric]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    ax.set_xlabel("mean per-frame latency (ms); bar to max")
+    ax.set_ylabel("mIoU %" if metric == "miou" else "TC %")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def plot_latency(series: list[ModelSeries], path: Path) -> None:
-    """Histogram of per-frame forward latency: the tail matters for a robot, not just the mean."""
+    """Histogram of per-frame latency: the tail matters for a robot, not just the mean."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     values = [v for s in series for v in s.forward_ms]
     bins = np.histogram_bin_edges(values, bins=30) if values else 10
     for s in series:
         if s.forward_ms:
             ax.hist(s.forward_ms, bins=bins, alpha=0.6, label=s.name)
-    ax.set_xlabel("forward latency (ms)")
+    ax.set_xlabel("per-frame latency (ms)")
     ax.set_ylabel("frames")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -214,8 +259,11 @@ class SideBySideVideo:
 
 def write_tc_csv(series: list[ModelSeries], path: Path) -> None:
     """Per-pair TC numbers behind the plot (frame = index of the later frame of the pair)."""
-    rows = ["model,frame,tc"]
-    rows += [f"{s.name},{x},{y:.4f}" for s in series for x, y in s.tc_per_pair]
+    rows = ["model,frame,tc,tc_pixel"]
+    for s in series:
+        for (x, tc), (_, px) in zip(s.tc_per_pair, s.tc_pixel_per_pair, strict=True):
+            rows.append(f"{s.name},{x},{'' if tc is None else f'{tc:.4f}'},"
+                        f"{'' if px is None else f'{px:.4f}'}")
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
@@ -231,6 +279,8 @@ def write_report(results: dict[str, Any], series: list[ModelSeries], out_dir: Pa
     figures.append(LATENCY_PLOT)
     plot_per_class(results["models"], out_dir / PER_CLASS_PLOT)
     figures.append(PER_CLASS_PLOT)
+    plot_tradeoff(results["models"], series, out_dir / TRADEOFF_PLOT)
+    figures.append(TRADEOFF_PLOT)
     write_tc_csv(series, out_dir / TC_CSV)
     path = out_dir / REPORT_NAME
     path.write_text(markdown(results, figures, video), encoding="utf-8")
