@@ -185,7 +185,7 @@ def test_video_and_report(tmp_path: Path, models: list[str]) -> None:
         assert img is not None and img.shape[0] > 100, png
         assert png in text
     rows = (rep / "tc_per_frame.csv").read_text().splitlines()
-    assert rows[0] == "model,frame,tc" and len(rows) == 1 + 2 * 4  # 2 models x 4 pairs
+    assert rows[0] == "model,frame,tc,tc_pixel" and len(rows) == 1 + 2 * 4  # 2 models x 4 pairs
     cap = cv2.VideoCapture(str(rep / "overlay.mp4"))
     n = 0
     while True:
