@@ -118,24 +118,34 @@ def test_bad_input_is_counted_and_node_keeps_serving(ros, case):
 
 
 def test_frames_that_keep_failing_turn_diagnostics_to_error(ros):
+    """Observed on /diagnostics, as an operator sees it."""
     seg, client = ros
     cam = seg.cameras[0]
+    statuses: list[DiagnosticStatus] = []
+    diag = client.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda m: statuses.extend(s for s in m.status if s.name.endswith(f": {cam.topic}")),
+        RELIABLE)
     pub = client.create_publisher(Image, cam.topic, RELIABLE)
     wait_for(lambda: cam.subscription.get_publisher_count() > 0, what="matching")
     for _ in range(ERROR_AFTER_BAD_FRAMES):
         before = cam.stats.bad
         pub.publish(_raw(10, 10, size=5))
         wait_for(lambda b=before: cam.stats.bad == b + 1, what="bad frame counted")
-
-    def level() -> bytes:
-        return cam.stats.status(time.monotonic(), node_name="n", latency_budget_ms=1e9,
-                                stale_timeout_s=1e9, extra={}).level
-    assert level() == DiagnosticStatus.ERROR
+    mark = len(statuses)
+    error = wait_for(lambda: [s for s in statuses[mark:] if s.level == DiagnosticStatus.ERROR],
+                     what="ERROR on /diagnostics")[0]
+    assert "frames were bad" in error.message and "data shorter" in error.message
     published = cam.stats.published
     pub.publish(image_io.rgb8_to_image(GOOD_RGB))
     wait_for(lambda: cam.stats.published == published + 1, what="good frame")
-    assert level() != DiagnosticStatus.ERROR  # earlier frames stamped 1970 may still WARN
+    # the first status that counts the good frame: earlier frames stamped 1970 may still WARN
+    # on latency, but ERROR must be gone
+    after = wait_for(lambda: [s for s in statuses if int(_values(s)["frames published"]) >
+                              published], what="a status counting the good frame")[0]
+    assert after.level != DiagnosticStatus.ERROR, after.message
     client.destroy_publisher(pub)
+    client.destroy_subscription(diag)
 
 
 def test_diagnostics_warn_on_latency_budget_and_silence():
