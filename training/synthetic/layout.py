@@ -9,6 +9,7 @@ roads, the ego's corridor or each other.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -18,8 +19,8 @@ import numpy as np
 from .classes import ROAD, SIDEWALK, TERRAIN
 from .materials import ASPHALT, CONCRETE, CURB, DIRT, GRASS, GRAVEL, PAINT, PAVERS, RAIL
 
-GROUND_PPM = 6.0
-MARGIN = 90.0  # metres of world around the ego's path
+GROUND_PPM = 10.0
+MARGIN = 75.0  # metres of world around the ego's path
 SHIFT = 3
 
 
@@ -32,6 +33,10 @@ class Polyline:
         self.lengths = np.hypot(seg[:, 0], seg[:, 1])
         self.cum = np.concatenate([[0.0], np.cumsum(self.lengths)])
         self.headings = np.arctan2(seg[:, 0], seg[:, 1])  # yaw: 0 = +Z, positive towards +X
+        self._cum = self.cum.tolist()
+        self._pts = self.points.tolist()
+        self._len = self.lengths.tolist()
+        self._head = self.headings.tolist()
 
     @property
     def length(self) -> float:
@@ -39,10 +44,10 @@ class Polyline:
 
     def at(self, s: float) -> tuple[float, float, float]:
         """(x, z, heading) at arc length s."""
-        i = int(np.clip(np.searchsorted(self.cum, s) - 1, 0, len(self.lengths) - 1))
-        u = (s - self.cum[i]) / max(self.lengths[i], 1e-9)
-        p = self.points[i] + u * (self.points[i + 1] - self.points[i])
-        return float(p[0]), float(p[1]), float(self.headings[i])
+        i = min(max(bisect.bisect_left(self._cum, s) - 1, 0), len(self._len) - 1)
+        u = (s - self._cum[i]) / max(self._len[i], 1e-9)
+        (ax, az), (bx, bz) = self._pts[i], self._pts[i + 1]
+        return ax + u * (bx - ax), az + u * (bz - az), self._head[i]
 
     def offset(self, d: float) -> Polyline:
         """The parallel path ``d`` metres to the right."""
@@ -192,7 +197,7 @@ def sample_road(rng: np.random.Generator, line: Polyline, urban: bool) -> Road:
     return Road(line, lanes, rng.uniform(2.9, 3.7), float(rng.choice([0.0, 2.3], p=[0.4, 0.6])),
                 float(rng.choice([0.0, rng.uniform(1.0, 4.0)], p=[0.55 if urban else 0.2,
                                                                     0.45 if urban else 0.8])),
-                rng.uniform(1.8, 5.0), bool(rng.random() < 0.25 and lanes >= 2))
+                rng.uniform(1.8, 5.0), bool(rng.random() < 0.4))
 
 
 def paint_road(layout: Layout, rng: np.random.Generator, road: Road, walk_mat: int) -> None:
@@ -266,7 +271,7 @@ def street_objects(layout: Layout, rng: np.random.Generator, road: Road, urban: 
 def street_agents(layout: Layout, rng: np.random.Generator, road: Road, length: float,
                   density: float) -> None:
     """Parked and moving vehicles, trams, riders and pedestrians of one street."""
-    kinds = ["car"] * 10 + ["truck"] * 2 + ["bus"] + ["motorcycle"] + ["bicycle"]
+    kinds = ["car"] * 8 + ["truck"] * 2 + ["bus"] * 2 + ["motorcycle"] * 2 + ["bicycle"] * 2
     for direction in (-1, 1):
         if road.parking:
             park = road.line.offset(direction * (road.half - road.parking / 2))
@@ -281,7 +286,7 @@ def street_agents(layout: Layout, rng: np.random.Generator, road: Road, length: 
         for lane in range(road.lanes):
             path = road.lane(lane, direction)
             if road.tram and lane == 0:
-                if rng.random() < 0.8:
+                if rng.random() < 0.9:
                     layout.placements.append(Placement(
                         "train", 0, 0, path=path, speed=rng.uniform(3, 10),
                         start=rng.uniform(0, 60)))
@@ -451,6 +456,15 @@ def sample_layout(rng: np.random.Generator, travel: float, camera_kind: str,
                         cross.half + 1.0)
                     layout.placements.append(Placement("traffic_light", px, pz,
                                                        h + (math.pi if dz > 0 else 0)))
+        if not cross and rng.random() < 0.6:  # a signalled pedestrian crossing ahead
+            x, z, h = main.at(start + travel * rng.uniform(0.5, 1.0) + rng.uniform(15, 40))
+            for k in np.arange(-road.half, road.half, 1.0):
+                layout.poly(rect(x + math.cos(h) * k, z - math.sin(h) * k, h, 0.5, 3.0), None,
+                            PAINT)
+            for side in (-1, 1):
+                d = side * (road.half + 0.6)
+                layout.placements.append(Placement("traffic_light", x + math.cos(h) * d,
+                                                   z - math.sin(h) * d, h))
         layout.roads = roads
         reserve_corridor(layout, 3.0)
         for r in roads:

@@ -125,31 +125,31 @@ def paint_ground(rng: np.random.Generator, style: Style, material: np.ndarray,
     """Coarse ground colour (float32 RGB, rows = Z, cols = X) from the material map."""
     h, w = material.shape
     metres = max(h, w) / ppm
-    blotch = value_noise(rng, h, w, metres / 12.0)[..., None]
-    mid = value_noise(rng, h, w, metres / 2.0, octaves=2)[..., None]
-    fine = rng.standard_normal((h, w, 1)).astype(np.float32)
+    blotch = value_noise(rng, h, w, metres / 12.0)
+    mid = value_noise(rng, h, w, metres / 2.0, octaves=2)
+    fine = rng.standard_normal((h, w), dtype=np.float32)
     stripes = np.sin(np.arange(w, dtype=np.float32) / ppm * math.pi / rng.uniform(1.5, 3.0))
-    base = {
+    lut = np.zeros((N_MATERIALS, 3), np.float32)
+    coarse = np.zeros(N_MATERIALS, np.float32)
+    grain = np.zeros(N_MATERIALS, np.float32)
+    for m, (color, c, g) in {
         ASPHALT: (style.asphalt, 0.10, 0.06), PAVERS: (style.pavers, 0.08, 0.08),
         CONCRETE: (style.concrete, 0.08, 0.05), GRASS: (style.grass, 0.22, 0.12),
         DIRT: (style.dirt, 0.15, 0.1), PAINT: (style.paint, 0.04, 0.04),
         CURB: (style.curb, 0.05, 0.05), GRAVEL: (style.dirt * 1.15, 0.08, 0.15),
         RAIL: (np.array([95, 90, 85], np.float32), 0.05, 0.1),
-    }
-    out = np.empty((h, w, 3), np.float32)
-    for m, (color, coarse, grain) in base.items():
-        sel = material == m
-        if not sel.any():
-            continue
-        tex = color * (1 + coarse * blotch[sel] + 0.5 * coarse * mid[sel] + grain * fine[sel])
-        if m == ASPHALT:  # patched asphalt in a second shade
-            tex = np.where(mid[sel] > 0.45, style.asphalt2 * (1 + grain * fine[sel]), tex)
-        if m == GRASS:  # dry patches and mowing stripes
-            dry = np.clip(blotch[sel] * 1.5, 0, 1)
-            tex = tex * (1 - dry) + style.grass2 * (1 + 0.1 * fine[sel]) * dry
-            tex *= 1 + 0.05 * np.broadcast_to(stripes[None, :], (h, w))[sel][:, None]
-        out[sel] = tex
-    return out
+    }.items():
+        lut[m], coarse[m], grain[m] = color, c, g
+    c, g = coarse[material], grain[material]
+    tex = lut[material] * (1 + c * blotch + 0.5 * c * mid + g * fine)[..., None]
+    patch = (material == ASPHALT) & (mid > 0.45)  # patched asphalt in a second shade
+    tex[patch] = style.asphalt2 * (1 + 0.06 * fine[patch])[:, None]
+    grass = material == GRASS  # dry patches and mowing stripes
+    dry = np.clip(blotch[grass] * 1.5, 0, 1)[:, None]
+    stripe = np.broadcast_to(stripes[None, :], (h, w))[grass][:, None]
+    tex[grass] = (tex[grass] * (1 - dry) + style.grass2 * (1 + 0.1 * fine[grass])[:, None] * dry
+                  ) * (1 + 0.05 * stripe)
+    return tex
 
 
 def blur_wrap(x: np.ndarray, sx: float, sy: float) -> np.ndarray:

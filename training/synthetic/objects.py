@@ -435,6 +435,13 @@ class Vehicle(Mover):
         label = BICYCLE if self.kind == "bicycle" else MOTORCYCLE
         fwd = np.array([math.sin(h), 0.0, math.cos(h)])
         base = np.array([x, 0.0, z])
+        if canvas.cam.f * 1.2 / max(dist, 1e-3) < 6:  # a few pixels: rider over a bar
+            canvas.stroke(np.array([base - fwd * 0.8 + UP * 0.4, base + fwd * 0.8 + UP * 0.4]),
+                          0.6, canvas.fogged(self.color * 0.5, dist), label)
+            if self.rider is not None:
+                canvas.stroke(np.array([base + UP * 0.9, base + UP * 1.7]), 0.4,
+                              canvas.fogged(self.rider[0], dist), RIDER)
+            return
         r = 0.34 if label == BICYCLE else 0.32
         half = self.length / 2 - r
         a = np.linspace(0, 2 * math.pi, 14, endpoint=False)
@@ -497,6 +504,10 @@ class Person(Mover):
         dist = cam.distance(x, z)
         hh = self.height
         base = np.array([x, 0.0, z])
+        if cam.f * hh / max(dist, 1e-3) < 10:  # a few pixels tall: one stroke
+            canvas.stroke(np.array([base, base + UP * hh * 0.95]), 0.3 * hh,
+                          canvas.fogged(self.shirt * 0.6 + self.pants * 0.4, dist), PERSON)
+            return
         stride = self.phase + abs(self.speed) * t / (0.4 * hh) * math.pi
         swing = 0.18 * hh * math.sin(stride) * (self.speed != 0)
         fwd = np.array([math.sin(h), 0.0, math.cos(h)])

@@ -22,7 +22,8 @@ SHIFT = 3  # fixed-point bits for sub-pixel polygon fills
 
 def fixed_point(uv: np.ndarray) -> np.ndarray:
     """Pixel coordinates as cv2 fixed point (SHIFT fractional bits), clamped to stay in int32."""
-    return np.clip(np.round(uv * (1 << SHIFT)), -(2 ** 28), 2 ** 28).astype(np.int32)
+    lim = float(2 ** 28)
+    return np.minimum(np.maximum(np.rint(uv * (1 << SHIFT)), -lim), lim).astype(np.int32)
 
 
 def clip_near(poly: np.ndarray) -> np.ndarray | None:
@@ -99,7 +100,7 @@ class Canvas:
         depth = pc[:, 2]
         if depth.min() < NEAR:
             return
-        th = int(np.clip(round(width_m * self.cam.f / depth.mean()), 1, 400))
+        th = min(max(int(round(width_m * self.cam.f * len(depth) / float(depth.sum()))), 1), 400)
         pts = [fixed_point(self.cam.project(pc))]
         cv2.polylines(self.image, pts, closed, np.asarray(color, np.float64).tolist(), th,
                       cv2.LINE_AA, SHIFT)
@@ -180,8 +181,11 @@ def render_background(scene: object, cam: Camera) -> Canvas:
     gh, gw = scene.ground_classes.shape
     map_x = np.clip((gx - scene.x0) * ppm, 0, gw - 1.001).astype(np.float32)
     map_y = np.clip((gz - scene.z0) * ppm, 0, gh - 1.001).astype(np.float32)
-    col = cv2.remap(scene.ground, map_x, map_y, cv2.INTER_LINEAR)
-    mat = scene.ground_material[map_y.astype(np.int32), map_x.astype(np.int32)]
+    down = scene.ground_classes.shape[0] / scene.ground.shape[0]
+    col = cv2.remap(scene.ground, (map_x + 0.5) / down - 0.5, (map_y + 0.5) / down - 0.5,
+                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    iy, ix = (map_y + 0.5).astype(np.int32), (map_x + 0.5).astype(np.int32)  # texel centres
+    mat = scene.ground_material[iy, ix]
     dist = s * np.linalg.norm(world, axis=-1)
     # high-frequency detail near the camera, faded out where a pixel covers several texels
     footprint = dist / cam.f / np.maximum(-dy / np.linalg.norm(world, axis=-1), 0.05)
@@ -203,7 +207,7 @@ def render_background(scene: object, cam: Camera) -> Canvas:
     sy = np.clip((1 - elev / (math.pi / 2)) * (ph - 1), 0, ph - 1).astype(np.float32)
     sky = cv2.remap(scene.sky, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
     image = np.where(ground[..., None], col, sky).astype(np.float32)
-    classes = scene.ground_classes[map_y.astype(np.int32), map_x.astype(np.int32)]
+    classes = scene.ground_classes[iy, ix]
     label = np.where(ground, classes, SKY).astype(np.uint8)
     return Canvas(cam, image, label, scene.style.haze, scene.style.fog_distance)
 

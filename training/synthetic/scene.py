@@ -22,6 +22,8 @@ from .pipeline import Pipeline, develop, distort, sample_pipeline
 from .render import downsample, render_background
 
 DRAW_RANGE = 260.0
+COLOR_DOWN = 2  # the ground colour map has half the resolution of the class map (detail is
+# added per pixel from the fine detail tile, so only smooth colour variation lives there)
 DEFAULT_DIFFICULTY = 0.7
 
 
@@ -57,11 +59,25 @@ def bake_shadows(layout: Layout, ground: np.ndarray, objects: list[Object],
         if obj.dynamic and obj.speed != 0:  # type: ignore[attr-defined]
             continue
         for poly in obj.shadow(style.sun, 0.0):
-            cv2.fillPoly(mask, [layout.to_px(poly)], 1, cv2.LINE_AA, 3)
+            cv2.fillPoly(mask, [layout.to_px(poly)], 1, cv2.LINE_AA, 3 + COLOR_DOWN // 2)
     mask = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 0.6)
     lit = style.ambient + (1 - style.ambient) * max(style.sun[1], 0.0)
     light = lit + (style.ambient - lit) * mask
     return ground * light[..., None]
+
+
+def collides(obj: Object, motion: EgoMotion, duration: float) -> bool:
+    """Whether a moving object comes within reach of the camera during the sequence."""
+    if not obj.dynamic:
+        return False
+    for t in np.linspace(0, duration, 8):
+        x, z, _ = obj.pose(t)
+        s = float(np.interp(t, motion.times, motion.arc))
+        ex, ez, h = motion.path.at(s)
+        ex, ez = ex + math.cos(h) * motion.lateral, ez - math.sin(h) * motion.lateral
+        if math.hypot(x - ex, z - ez) < obj.radius / 2 + 2.5:
+            return True
+    return False
 
 
 def make_scene(seed: int, frames: int, height: int, width: int, render_scale: int = 2,
@@ -74,11 +90,13 @@ def make_scene(seed: int, frames: int, height: int, width: int, render_scale: in
     density = rng.uniform(0.6, 1.3)
     layout = sample_layout(rng, max(rig.speed * duration * 1.3, 10.0), rig.kind, density)
     objects = [make_object(rng, style, p) for p in layout.placements]
-    ground = paint_ground(rng, style, layout.material, layout.ppm)
+    ground = paint_ground(rng, style, layout.material[::COLOR_DOWN, ::COLOR_DOWN],
+                          layout.ppm / COLOR_DOWN)
     ground = bake_shadows(layout, ground, objects, style)
     focal = (width * render_scale / 2) / math.tan(rig.hfov / 2)
     motion = sample_motion(rng, layout.ego_path, rig, layout.ego_lateral, duration,
                            layout.ego_start)
+    objects = [o for o in objects if not collides(o, motion, duration)]
     return Scene(seed, height, width, render_scale, focal, style, layout.x0, layout.z0,
                  layout.ppm, ground.astype(np.float32), layout.classes, layout.material,
                  detail_tile(rng, style), sky_panorama(rng, style), objects, motion,
