@@ -1,0 +1,129 @@
+"""Teacher gate, teacher-target cache reuse/invalidation, and targets warped like the clip."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from etc_ros.checkpoint import (
+    CheckpointMeta,
+    load_checkpoint,
+    load_model,
+    make_random_checkpoint,
+    save_checkpoint,
+)
+from training.datasets import ClipDataset, generic_sequences
+from training.teacher_cache import (
+    TeacherGateError,
+    TeacherTargetDataset,
+    build_cache,
+    cache_key,
+    check_teacher_gate,
+    sample_cached,
+)
+from training.transforms import Clip, crop_clip, hflip_clip, resize_clip
+
+
+def _ckpt(path: Path, miou: float | None) -> Path:
+    make_random_checkpoint(path, "lraspp_mobilenetv3", input_size=(32, 64))
+    tensors, meta = load_checkpoint(path)
+    meta.metrics = {} if miou is None else {"miou": miou}
+    save_checkpoint(path, tensors, meta)
+    return path
+
+
+def test_gate_refuses_a_weak_teacher_unless_overridden(tmp_path: Path) -> None:
+    ref = _ckpt(tmp_path / "ref.safetensors", 40.0)
+    meta = CheckpointMeta("pspnet18", ["a"], [[0, 0, 0]], (32, 64), metrics={"miou": 42.0})
+    with pytest.raises(TeacherGateError, match=r"42.0 is only \+2.0 .*allow_weak_teacher"):
+        check_teacher_gate(meta, "t.safetensors", str(ref), 3.0, False)
+    assert "skipped" in check_teacher_gate(meta, "t.safetensors", str(ref), 3.0, True)
+    meta.metrics = {"miou": 43.5}
+    assert "passed" in check_teacher_gate(meta, "t.safetensors", str(ref), 3.0, False)
+    with pytest.raises(TeacherGateError, match="teacher_gate_reference"):
+        check_teacher_gate(meta, "t.safetensors", None, 3.0, False)
+    meta.metrics = {}
+    with pytest.raises(TeacherGateError, match="no val mIoU"):
+        check_teacher_gate(meta, "t.safetensors", str(ref), 3.0, False)
+
+
+def _teacher(path: Path) -> Path:
+    make_random_checkpoint(path, "lraspp_mobilenetv3", input_size=(64, 128))
+    return path
+
+
+def _data(root: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    for s in range(2):
+        d = root / "train" / f"seq{s}"
+        (d / "images").mkdir(parents=True)
+        (d / "labels").mkdir()
+        for i in range(3):
+            cv2.imwrite(str(d / "images" / f"{i:04d}.png"),
+                        rng.integers(0, 255, (48, 96, 3), dtype=np.uint8))
+            cv2.imwrite(str(d / "labels" / f"{i:04d}.png"), np.zeros((48, 96), np.uint8))
+    return root
+
+
+def test_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data", 0)
+    seqs = generic_sequences(data, "train")
+    teacher_path = _teacher(tmp_path / "t.safetensors")
+    teacher, meta = load_model(teacher_path)
+    cache = tmp_path / "cache"
+    first = build_cache(teacher, teacher_path, meta, seqs, cache, (1.0,), True,
+                        torch.device("cpu"))
+    stamp = (first / "00000.safetensors").stat().st_mtime_ns
+    assert build_cache(teacher, teacher_path, meta, seqs, cache, (1.0,), True,
+                       torch.device("cpu")) == first
+    assert (first / "00000.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    # other parameters, other data, other teacher: new keys; stale entries go
+    assert cache_key(teacher_path, seqs, (0.75, 1.0), True) != first.name
+    cv2.imwrite(str(seqs[1].frames[2]), np.zeros((48, 96, 3), np.uint8))
+    second = build_cache(teacher, teacher_path, meta, seqs, cache, (1.0,), True,
+                         torch.device("cpu"))
+    assert second != first and not first.exists()
+    tensors, meta = load_checkpoint(teacher_path)
+    save_checkpoint(teacher_path, {k: v + 1 if v.is_floating_point() else v
+                                   for k, v in tensors.items()}, meta)
+    assert cache_key(teacher_path, seqs, (1.0,), True) != second.name
+    with safe_open(str(second / "00001.safetensors"), framework="pt") as f:
+        logits = f.get_tensor("logits")
+        assert logits.dtype == torch.float16 and logits.shape == (3, 19, 16, 32)
+        assert f.get_tensor("features").shape[-2:] == (4, 8)
+
+
+def test_cached_targets_follow_the_clip_geometry() -> None:
+    # A map that encodes x and y; warping it through a resized, cropped, flipped clip must
+    # give the same values as applying those transforms to a full-resolution copy.
+    h, w = 48, 96
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    full = np.stack([xs, ys], axis=-1)
+    clip = Clip([full.copy()], np.zeros((h, w), np.uint8), 0)
+    clip = hflip_clip(crop_clip(resize_clip(clip, (72, 144)), 10, 30, (32, 64)))
+    cached = torch.from_numpy(full).permute(2, 0, 1)
+    warped, valid = sample_cached(cached, (h, w), clip.geometry, (32, 64), (32, 64))
+    expected = torch.from_numpy(clip.frames[0]).permute(2, 0, 1)
+    assert valid.all()
+    assert torch.allclose(warped, expected, atol=0.05)
+    # a crop past the frame's edge is marked invalid there
+    edge = crop_clip(Clip([full], np.zeros((h, w), np.uint8), 0), 0, 80, (16, 32))
+    _, valid = sample_cached(cached, (h, w), edge.geometry, (16, 32), (16, 32))
+    assert valid[0, :, :16].all() and not valid[0, :, 17:].any()
+
+
+def test_dataset_items_carry_warped_teacher_targets(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data", 1)
+    seqs = generic_sequences(data, "train")
+    teacher_path = _teacher(tmp_path / "t.safetensors")
+    teacher, meta = load_model(teacher_path)
+    cache = build_cache(teacher, teacher_path, meta, seqs, tmp_path / "c", (1.0,), False,
+                        torch.device("cpu"))
+    clips = ClipDataset(seqs, 19, 2, 1, lambda c, r: crop_clip(c, 8, 16, (32, 64)), False)
+    item = TeacherTargetDataset(clips, cache, (32, 64))[0]
+    assert item["teacher_logits"].shape == (2, 19, 8, 16)
+    assert item["teacher_features"].shape[-2:] == (4, 8)
+    assert item["teacher_valid"].all()
