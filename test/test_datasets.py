@@ -12,11 +12,11 @@ from etc_ros.temporal import flow_to_tensor, warp
 from training.datasets import (
     ClipDataset,
     DatasetError,
+    flow_path,
     load_sequences,
     read_label,
     read_rgb,
 )
-from training.flow_cache import flow_path
 from training.transforms import (
     Clip,
     TrainTransform,

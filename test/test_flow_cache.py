@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from training import flow_cache
+from training.datasets import flow_path, load_flow
 
 
 def make_tree(root: Path, frames: int = 5, h: int = 48, w: int = 64) -> Path:
@@ -50,10 +51,10 @@ def test_cache_writes_both_directions_and_skips_existing(tmp_path: Path) -> None
 
     raw = np.load(files[0], allow_pickle=False)
     assert raw.dtype == np.float16 and raw.shape == (48, 64, 2)
-    fw = flow_cache.load_flow(seq, 0, 1)
+    fw = load_flow(seq, 0, 1)
     assert fw.dtype == np.float32
     assert np.allclose(np.median(fw[8:-8, 8:-8].reshape(-1, 2), axis=0), [1.0, 0.0], atol=0.3)
-    bw = flow_cache.load_flow(seq, 2, 0)
+    bw = load_flow(seq, 2, 0)
     assert np.allclose(np.median(bw[8:-8, 8:-8].reshape(-1, 2), axis=0), [-2.0, 0.0], atol=0.3)
 
     mtimes = {f: f.stat().st_mtime_ns for f in files}
@@ -66,12 +67,12 @@ def test_cache_writes_both_directions_and_skips_existing(tmp_path: Path) -> None
 
 def test_load_flow_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="000003_000004.npy"):
-        flow_cache.load_flow(tmp_path, 3, 4)
-    bad = flow_cache.flow_path(tmp_path, 0, 1)
+        load_flow(tmp_path, 3, 4)
+    bad = flow_path(tmp_path, 0, 1)
     bad.parent.mkdir()
     np.save(bad, np.zeros((4, 4), np.float16))
     with pytest.raises(ValueError, match="000000_000001.npy"):
-        flow_cache.load_flow(tmp_path, 0, 1)
+        load_flow(tmp_path, 0, 1)
 
 
 def test_cli_bad_root_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

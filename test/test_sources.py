@@ -11,8 +11,9 @@ from rclpy.serialization import serialize_message
 from std_msgs.msg import Header, String
 
 from etc_ros import image_io
-from etc_ros.tools import sources
-from etc_ros.tools.sources import BagWriter, SourceError
+from etc_ros.tools import bags, sources
+from etc_ros.tools.bags import BagWriter
+from etc_ros.tools.sources import SourceError
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -68,7 +69,7 @@ def camera_bag(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 def test_bag_every_encoding_and_compressed(camera_bag) -> None:
     path, written = camera_bag
     for topic, msgs in written.items():
-        src = sources.open_bag(path, topic)
+        src = bags.open_bag(path, topic)
         frames = list(src)
         assert len(src) == len(frames) == len(msgs), topic
         for i, (frame, (msg, cdr)) in enumerate(zip(frames, msgs, strict=True)):
@@ -85,9 +86,9 @@ def test_bag_colour_content_is_right(camera_bag) -> None:
     """Not only equal to image_io's answer: the pixels are the RGB we recorded."""
     path, _ = camera_bag
     for enc in ("rgb8", "bgr8", "bgra8", "8UC3"):
-        frame = next(iter(sources.open_bag(path, f"/{enc}/image_raw")))
+        frame = next(iter(bags.open_bag(path, f"/{enc}/image_raw")))
         np.testing.assert_array_equal(frame.rgb, _rgb(0))
-    frame = next(iter(sources.open_bag(path, "/png/image_raw/compressed")))
+    frame = next(iter(bags.open_bag(path, "/png/image_raw/compressed")))
     np.testing.assert_array_equal(frame.rgb, _rgb(0))
 
 
@@ -95,7 +96,7 @@ def test_bag_colour_content_is_right(camera_bag) -> None:
 def test_bag_single_storage_file(tmp_path: Path, storage: str, suffix: str) -> None:
     write_camera_bag(tmp_path / "bag", storage, frames=2)
     (file,) = (tmp_path / "bag").glob(f"*{suffix}")
-    frames = list(sources.open_bag(file, "/rgb8/image_raw"))
+    frames = list(bags.open_bag(file, "/rgb8/image_raw"))
     assert [f.stamp_ns for f in frames] == [_stamp_ns(0), _stamp_ns(1)]
 
 
@@ -104,7 +105,7 @@ def test_bag_writer_bare_mcap_file(tmp_path: Path) -> None:
     with BagWriter(out) as bag:
         bag.write("/x", "std_msgs/msg/String", 5, serialize_message(String(data="a")))
     assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["out.mcap"]
-    reader = sources.BagReader(out)
+    reader = bags.BagReader(out)
     assert reader.topics == {"/x": "std_msgs/msg/String"}
     (msg,) = reader.messages()
     assert (msg.topic, msg.timestamp_ns) == ("/x", 5)
@@ -124,13 +125,13 @@ def test_corrupt_messages_are_skipped_not_fatal(tmp_path: Path) -> None:
         for i, data in enumerate(stream):
             bag.write("/cam/image_raw", IMAGE, i, data)
         bag.write("/c/compressed", COMPRESSED, 0, serialize_message(jpeg))
-    frames = list(sources.open_bag(tmp_path / "bag", "/cam/image_raw"))
+    frames = list(bags.open_bag(tmp_path / "bag", "/cam/image_raw"))
     assert [f.rgb is not None for f in frames] == [True, False, False, True]
     assert frames[1].error.startswith("corrupt Image message")
     assert frames[2].error.startswith("step smaller than width*channels*bytes")
     assert frames[1].raw == (IMAGE, cdr[1][:40]) and frames[1].stamp_ns == 1
     np.testing.assert_array_equal(frames[3].rgb, _rgb(2))
-    (broken,) = sources.open_bag(tmp_path / "bag", "/c/compressed")
+    (broken,) = bags.open_bag(tmp_path / "bag", "/c/compressed")
     assert broken.rgb is None and "corrupt jpeg" in broken.error
 
 
@@ -144,13 +145,13 @@ def _one_line_error(call, match: str) -> str:
 
 def test_bag_errors(tmp_path: Path, camera_bag) -> None:
     path, _ = camera_bag
-    _one_line_error(lambda: sources.open_bag(tmp_path / "nope", "/x"), "bag not found")
-    text = _one_line_error(lambda: sources.open_bag(path, "/missing"), "topic /missing not in bag")
+    _one_line_error(lambda: bags.open_bag(tmp_path / "nope", "/x"), "bag not found")
+    text = _one_line_error(lambda: bags.open_bag(path, "/missing"), "topic /missing not in bag")
     assert "/chatter (std_msgs/msg/String)" in text and f"/rgb8/image_raw ({IMAGE})" in text
-    _one_line_error(lambda: sources.open_bag(path, "/chatter"),
+    _one_line_error(lambda: bags.open_bag(path, "/chatter"),
                     "topic /chatter .* is std_msgs/msg/String, expected sensor_msgs/msg/Image")
     (tmp_path / "notes.txt").write_text("x")
-    _one_line_error(lambda: sources.open_bag(tmp_path / "notes.txt", "/x"), "unreadable")
+    _one_line_error(lambda: bags.open_bag(tmp_path / "notes.txt", "/x"), "unreadable")
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
@@ -159,7 +160,7 @@ def test_truncated_bag(tmp_path: Path, storage: str) -> None:
     (file,) = (p for p in (tmp_path / "bag").iterdir() if p.suffix in (".mcap", ".db3"))
     file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
     for target in (tmp_path / "bag", file):
-        _one_line_error(lambda t=target: sources.open_bag(t, "/rgb8/image_raw"),
+        _one_line_error(lambda t=target: bags.open_bag(t, "/rgb8/image_raw"),
                         "unreadable or truncated bag")
 
 

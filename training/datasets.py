@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from etc_ros.labels import IGNORE_INDEX
 from etc_ros.tools.sources import SourceError, open_dataset
-from training.flow_cache import flow_path, load_flow
+from etc_ros.tools.sources import read_rgb as decode_rgb
 from training.transforms import Clip, normalize
 
 LAYOUTS = ("generic", "cityscapes", "camvid")
@@ -115,10 +115,31 @@ class VideoSequence:
 
 def read_rgb(path: Path) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB; DatasetError names an unreadable file."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = decode_rgb(path)
     if img is None:
         raise DatasetError(f"unreadable image: {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def flow_path(flow_dir: str | Path, t: int, s: int) -> Path:
+    """Where the flow from frame t to frame s of a sequence is cached."""
+    return Path(flow_dir) / "flow" / f"{t:06d}_{s:06d}.npy"
+
+
+def load_flow(seq_dir: str | Path, t: int, s: int) -> np.ndarray:
+    """Cached flow t -> s as float32 (H, W, 2); a missing or bad file raises naming it."""
+    path = flow_path(seq_dir, t, s)
+    if not path.is_file():
+        raise FileNotFoundError(f"flow cache file missing: {path} "
+                                f"(run python -m training.flow_cache with a large enough "
+                                f"--max-offset)")
+    try:
+        flow = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise ValueError(f"unreadable flow cache file {path}: {e}") from e
+    if flow.ndim != 3 or flow.shape[2] != 2:
+        raise ValueError(f"flow cache file {path} has shape {flow.shape}, expected (H, W, 2)")
+    return flow.astype(np.float32)
 
 
 def read_label(path: Path, label_format: str, num_classes: int) -> np.ndarray:

@@ -26,29 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from etc_ros.temporal import DIS_PRESETS, compute_flow
+from training.datasets import LAYOUTS, DatasetError, flow_path, load_sequences, read_rgb
 
 PAIRS_PER_JOB = 8
-
-
-def flow_path(flow_dir: str | Path, t: int, s: int) -> Path:
-    """Where the flow from frame t to frame s of a sequence is cached."""
-    return Path(flow_dir) / "flow" / f"{t:06d}_{s:06d}.npy"
-
-
-def load_flow(seq_dir: str | Path, t: int, s: int) -> np.ndarray:
-    """Cached flow t -> s as float32 (H, W, 2); a missing or bad file raises naming it."""
-    path = flow_path(seq_dir, t, s)
-    if not path.is_file():
-        raise FileNotFoundError(f"flow cache file missing: {path} "
-                                f"(run python -m training.flow_cache with a large enough "
-                                f"--max-offset)")
-    try:
-        flow = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise ValueError(f"unreadable flow cache file {path}: {e}") from e
-    if flow.ndim != 3 or flow.shape[2] != 2:
-        raise ValueError(f"flow cache file {path} has shape {flow.shape}, expected (H, W, 2)")
-    return flow.astype(np.float32)
 
 
 def neighbour_pairs(num_frames: int, labelled: Sequence[int], max_offset: int,
@@ -75,8 +55,6 @@ def _save_atomic(path: Path, flow: np.ndarray) -> None:
 
 def _run_job(job: tuple[list[str], str, list[int], list[tuple[int, int]], str]) -> int:
     """Compute and save one chunk of pairs of one sequence; returns the number of pairs done."""
-    from training.datasets import read_rgb  # lazy: training.datasets imports load_flow from here
-
     frames, flow_dir, frame_ids, pairs, preset = job
     cache: dict[int, np.ndarray] = {}
     for a, b in pairs:
@@ -95,8 +73,6 @@ def _init_worker() -> None:
 def build_cache(data_root: str | Path, split: str, layout: str = "generic", max_offset: int = 3,
                 preset: str = "medium", workers: int = 1, label_stride: int = 1) -> int:
     """Compute every missing flow of one split; returns how many files were written."""
-    from training.datasets import load_sequences  # lazy, see _run_job
-
     if max_offset < 1 or label_stride < 1 or workers < 1:
         raise ValueError("--max-offset, --label-stride and --workers must be >= 1")
     if preset not in DIS_PRESETS:
@@ -124,8 +100,6 @@ def build_cache(data_root: str | Path, split: str, layout: str = "generic", max_
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; one-line error and exit code 2 on bad data or arguments."""
-    from training.datasets import LAYOUTS, DatasetError  # lazy, see _run_job
-
     ap = argparse.ArgumentParser(prog="python -m training.flow_cache", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", required=True)

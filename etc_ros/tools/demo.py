@@ -20,6 +20,7 @@ import numpy as np
 
 from etc_ros import image_io
 from etc_ros.checkpoint import CheckpointError, load_checkpoint
+from etc_ros.tools.bags import BagReader
 from etc_ros.tools.bench import (
     REPO_ROOT,
     child,
@@ -28,7 +29,7 @@ from etc_ros.tools.bench import (
     percentiles,
     setup_ros_env,
 )
-from etc_ros.tools.sources import BagReader, SourceError, open_video
+from etc_ros.tools.sources import SourceError, open_video
 
 DEFAULT_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
 CAMERA_TOPIC = "/demo/camera/image_raw"

@@ -37,12 +37,12 @@ from etc_ros.temporal import (
     propagate_labels,
     shared_class_set,
 )
+from etc_ros.tools.bags import open_bag
 from etc_ros.tools.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
 from etc_ros.tools.sources import (
     Frame,
     FrameSource,
     SourceError,
-    open_bag,
     open_dataset,
     open_images,
     open_video,

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from etc_ros import image_io
-from etc_ros.tools import sources
+from etc_ros.tools import bags, sources
 from etc_ros.tools.sources import SourceError
 
 IMAGE_TYPES = sources.IMAGE_TYPES
@@ -126,7 +126,7 @@ class _Input:
         self.is_bag = args.bag is not None
         self.restamp = (not self.is_bag) if args.restamp is None else args.restamp
         if self.is_bag:
-            self.bag = sources.BagReader(args.bag)
+            self.bag = bags.BagReader(args.bag)
             self.topics = list(args.topic) if args.topic else sorted(self.bag.topics)
             self.bag.check_topics(self.topics)
             self.types = {t: self.bag.topics[t] for t in self.topics}
@@ -175,7 +175,7 @@ class _Input:
             return image_io.encode_compressed(rgb, "jpeg")
         return image_io.rgb8_to_image(rgb, self.args.encoding)
 
-    def _decoded(self, m: sources.BagMessage) -> Any:
+    def _decoded(self, m: bags.BagMessage) -> Any:
         """The rclpy message when it has a header to restamp, else the bytes unchanged."""
         msg = _deserialize(m.data, self.classes[m.topic])
         return msg if hasattr(msg, "header") else m.data
@@ -225,7 +225,7 @@ class _Player:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=reliability)
         self.publishers = {t: self.node.create_publisher(inp.classes[t], t, qos)
                            for t in inp.topics}
-        self.recorder: sources.BagWriter | None = None
+        self.recorder: bags.BagWriter | None = None
         self._reply = threading.Condition()
         self._replies: set[int | None] = set()
 
@@ -263,7 +263,7 @@ class _Player:
         """Subscribe raw to the record topics and open the bag."""
         types = {t: self._graph_type(t) for t in self.args.record_topics}
         classes = {t: _message_class(m) for t, m in types.items()}
-        self.recorder = sources.BagWriter(self.args.record, "mcap")
+        self.recorder = bags.BagWriter(self.args.record, "mcap")
         for topic, msgtype in types.items():
             if msgtype not in self.recorder.typestore.types:
                 raise ReplayError(f"cannot record {topic}: type {msgtype} unknown to rosbags")

@@ -1,4 +1,5 @@
-"""Frame sources shared by replay, evaluate and training: rosbag2, video, image folder, dataset.
+"""Frame sources shared by replay, evaluate and training: video, image folder, dataset (bags:
+``etc_ros.tools.bags``, kept apart so that training needs no rosbags).
 
 One place decides how recordings are opened and what a bad one looks like: every problem with
 the input as a whole is a one-line SourceError raised when the source is opened; a single corrupt
@@ -8,8 +9,7 @@ message becomes a Frame with rgb=None and an error, and iteration goes on.
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,10 +17,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-
-from etc_ros.image_io import msg_to_rgb8
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -45,17 +41,7 @@ class Frame:
     raw: tuple[str, bytes] | None = None
 
 
-@dataclass(frozen=True)
-class BagMessage:
-    """A serialized message as recorded: what replay republishes unchanged."""
-
-    topic: str
-    msgtype: str
-    timestamp_ns: int
-    data: bytes
-
-
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -63,110 +49,6 @@ def _one_line(exc: BaseException) -> str:
 def _natural_key(path: Path) -> list[Any]:
     """Sort 'img2' before 'img10' as a human (and the recorder) meant."""
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)]
-
-
-class BagReader:
-    """A rosbag2 (directory, .mcap or .db3) opened with rosbags; errors become SourceError.
-
-    Types come from the newest ROS 2 typestore rosbags ships: Image and CompressedImage have
-    not changed since Humble, so Humble, Jazzy and Kilted bags all read the same.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise SourceError(f"bag not found: {self.path}")
-        self.typestore = get_typestore(Stores.LATEST)
-        try:
-            with Reader(self.path) as reader:
-                self.topics: dict[str, str] = {
-                    name: info.msgtype or "?" for name, info in reader.topics.items()
-                }
-                self.counts: dict[str, int] = {
-                    name: info.msgcount for name, info in reader.topics.items()
-                }
-        except Exception as exc:  # noqa: BLE001 - rosbags reports corruption with many types
-            raise SourceError(
-                f"unreadable or truncated bag {self.path}: {_one_line(exc)}"
-            ) from None
-
-    def describe_topics(self) -> str:
-        """'/a (type), /b (type)' for error messages."""
-        return ", ".join(f"{t} ({m})" for t, m in sorted(self.topics.items())) or "none"
-
-    def check_topics(self, topics: Sequence[str]) -> None:
-        """Raise a SourceError naming the topics that do exist when one is missing."""
-        for topic in topics:
-            if topic not in self.topics:
-                raise SourceError(
-                    f"topic {topic} not in bag {self.path}; it has: {self.describe_topics()}"
-                )
-
-    def messages(self, topics: Sequence[str] | None = None) -> Iterator[BagMessage]:
-        """Messages of `topics` (all when None) in recorded order, as stored CDR bytes."""
-        wanted = list(self.topics) if topics is None else list(topics)
-        self.check_topics(wanted)
-        count = 0
-        try:
-            with Reader(self.path) as reader:
-                conns = [c for c in reader.connections if c.topic in wanted]
-                for conn, timestamp, data in reader.messages(connections=conns):
-                    count += 1
-                    yield BagMessage(conn.topic, conn.msgtype, timestamp, bytes(data))
-        except Exception as exc:  # noqa: BLE001 - see __init__
-            raise SourceError(
-                f"bag {self.path} unreadable after {count} messages: {_one_line(exc)}"
-            ) from None
-
-
-class BagWriter:
-    """Writes serialized messages to a rosbag2 as they come: replay's recorder, test fixtures.
-
-    A path ending in .mcap becomes one bare MCAP file (what Foxglove and `ros2 bag play` open);
-    any other path becomes a rosbag2 directory with metadata.yaml, in MCAP or sqlite3 storage.
-    """
-
-    def __init__(self, path: str | Path, storage: str = "mcap") -> None:
-        if storage not in ("mcap", "sqlite3"):
-            raise SourceError(f"unknown bag storage {storage!r} (mcap or sqlite3)")
-        self.path = Path(path)
-        if self.path.exists():
-            raise SourceError(f"{self.path} exists already, not overwriting")
-        if not self.path.parent.is_dir():
-            raise SourceError(f"cannot write {self.path}: no folder {self.path.parent}")
-        self.single_file = storage == "mcap" and self.path.suffix == ".mcap"
-        self._dir = (self.path.with_name(f".{self.path.name}.partial") if self.single_file
-                     else self.path)
-        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self.typestore = get_typestore(Stores.LATEST)
-        self._writer = Writer(self._dir, version=Writer.VERSION_LATEST, storage_plugin=plugin)
-        self._writer.open()
-        self._connections: dict[tuple[str, str], Any] = {}
-        self.count = 0
-
-    def write(self, topic: str, msgtype: str, timestamp_ns: int, data: bytes) -> None:
-        """Append one CDR-serialized message; the topic's connection is added on first use."""
-        conn = self._connections.get((topic, msgtype))
-        if conn is None:
-            if msgtype not in self.typestore.types:
-                raise SourceError(f"cannot record {topic}: type {msgtype} unknown to rosbags")
-            conn = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
-            self._connections[(topic, msgtype)] = conn
-        self._writer.write(conn, timestamp_ns, data)
-        self.count += 1
-
-    def close(self) -> None:
-        """Finish the bag (index, metadata); a single-file MCAP is moved into place."""
-        self._writer.close()
-        if self.single_file:
-            (self._dir / f"{self._dir.name}.mcap").rename(self.path)
-            shutil.rmtree(self._dir)
-
-    def __enter__(self) -> BagWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class FrameSource:
@@ -184,51 +66,6 @@ class FrameSource:
     def describe(self) -> dict[str, Any]:
         """What was read, for reports: kind, path, frame count and kind-specific details."""
         raise NotImplementedError
-
-
-class BagSource(FrameSource):
-    """Frames of one Image or CompressedImage topic of a rosbag2."""
-
-    kind = "bag"
-
-    def __init__(self, path: str | Path, topic: str, max_pixels: int | None = None) -> None:
-        self.bag = BagReader(path)
-        self.bag.check_topics([topic])
-        self.topic = topic
-        self.msgtype = self.bag.topics[topic]
-        if self.msgtype not in IMAGE_TYPES:
-            raise SourceError(
-                f"topic {topic} in bag {self.bag.path} is {self.msgtype}, "
-                f"expected {' or '.join(IMAGE_TYPES)}"
-            )
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return self.bag.counts[self.topic]
-
-    def __iter__(self) -> Iterator[Frame]:
-        for index, msg in enumerate(self.bag.messages([self.topic])):
-            yield self._decode(index, msg)
-
-    def _decode(self, index: int, msg: BagMessage) -> Frame:
-        raw = (msg.msgtype, msg.data)
-        try:
-            ros = self.bag.typestore.deserialize_cdr(msg.data, msg.msgtype)
-        except Exception as exc:  # noqa: BLE001 - any undecodable CDR is one bad message
-            return Frame(index, self.topic, msg.timestamp_ns, "", None,
-                         error=f"corrupt {msg.msgtype.rsplit('/', 1)[-1]} message: "
-                               f"{type(exc).__name__}: {_one_line(exc)}", raw=raw)
-        stamp = ros.header.stamp.sec * 1_000_000_000 + ros.header.stamp.nanosec
-        frame = Frame(index, self.topic, stamp, ros.header.frame_id, None, raw=raw)
-        try:
-            frame.rgb = msg_to_rgb8(ros, self.max_pixels)
-        except ValueError as exc:  # ImageConversionError and numpy shape errors alike
-            frame.error = _one_line(exc)
-        return frame
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.bag.path), "topic": self.topic,
-                "msgtype": self.msgtype, "frames": len(self)}
 
 
 class VideoSource(FrameSource):
@@ -277,7 +114,8 @@ class VideoSource(FrameSource):
                 "fps": self.rate_hz, "width": self.size[0], "height": self.size[1]}
 
 
-def _read_rgb(path: Path) -> np.ndarray | None:
+def read_rgb(path: Path) -> np.ndarray | None:
+    """An image file as (H, W, 3) uint8 RGB, or None when OpenCV cannot decode it."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
@@ -306,7 +144,7 @@ class ImageFolderSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         for index, file in enumerate(self.files):
-            rgb = _read_rgb(file)
+            rgb = read_rgb(file)
             yield Frame(index, self.path.name, round(index * 1e9 / self.rate_hz), "", rgb,
                         error=None if rgb is not None else f"unreadable image {file.name}")
 
@@ -359,7 +197,7 @@ class DatasetSource(FrameSource):
         for name, files in self.sequences:
             for position, file in enumerate(files):
                 frame = Frame(index, name, round(position * 1e9 / self.rate_hz), "",
-                              _read_rgb(file))
+                              read_rgb(file))
                 if frame.rgb is None:
                     frame.error = f"unreadable image {name}/{file.name}"
                 else:
@@ -384,11 +222,6 @@ class DatasetSource(FrameSource):
         return {"kind": self.kind, "path": str(self.root), "split": self.split,
                 "sequences": len(self.sequences), "frames": len(self),
                 "labels": self.has_labels}
-
-
-def open_bag(path: str | Path, topic: str, max_pixels: int | None = None) -> BagSource:
-    """A rosbag2 directory or .mcap/.db3 file, one Image or CompressedImage topic."""
-    return BagSource(path, topic, max_pixels)
 
 
 def open_video(path: str | Path) -> VideoSource:
