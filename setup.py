@@ -10,13 +10,14 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["weights/*.safetensors"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*")),
-        (f"share/{PACKAGE}/weights", glob(f"{PACKAGE}/weights/*.safetensors")),
+        (f"share/{PACKAGE}/weights", glob(f"{PACKAGE}/weights/*.safetensors")
+         + glob(f"{PACKAGE}/weights/*.onnx")),
+        (f"share/{PACKAGE}/assets", glob("assets/*.mp4")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,
@@ -24,13 +25,13 @@ setup(
     maintainer_email="team@etc-ros.invalid",
     description="Temporally consistent per-frame semantic segmentation node (ETC, ECCV 2020).",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             f"segmentation_node = {PACKAGE}.node:main",
             f"replay = {PACKAGE}.tools.replay:main",
             f"evaluate = {PACKAGE}.tools.evaluate:main",
             f"bench = {PACKAGE}.tools.bench:main",
+            f"export_onnx = {PACKAGE}.export_onnx:main",
         ],
     },
 )

@@ -49,9 +49,10 @@ from etc_ros import image_io, labels
 from etc_ros.backends import BACKENDS
 from etc_ros.checkpoint import CheckpointError
 from etc_ros.diagnostics import CameraStats
+from etc_ros.resources import resource
 from etc_ros.segmenter import SegmentationResult, Segmenter, resolve_device
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "student_etc.safetensors"
+DEFAULT_MODEL = resource("weights", "student_etc.safetensors")
 # Parameters that only take effect when the node (re)builds subscriptions or the model.
 RESTART_REQUIRED = frozenset({
     "image_topics", "model_path", "device", "half", "output_resolution", "input_reliability",

@@ -43,13 +43,13 @@ from etc_ros.checkpoint import (
     make_random_checkpoint,
     save_checkpoint,
 )
+from etc_ros.resources import resource
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
-DEMO_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
+FASTDDS_PROFILE = resource("config", "fastdds_shm.xml")
+DEMO_CLIP = resource("assets", "demo_street.mp4")
 DEFAULT_ARCH = "lraspp_mobilenetv3"
 # The node's default model (not imported from etc_ros.node: --forward-only must not need rclpy).
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "weights" / "student_etc.safetensors"
+DEFAULT_MODEL = resource("weights", "student_etc.safetensors")
 TARGET_MARGIN_MS = 3.0
 READY_TIMEOUT_S = 120.0  # node start-up: imports, model load and warm-up on a busy CPU
 BACKEND_CHOICES = ("torch", "ort", "ort-int8", "torch-fp16", "ort-cuda", "ort-trt")

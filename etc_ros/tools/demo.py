@@ -20,9 +20,9 @@ import numpy as np
 
 from etc_ros import image_io
 from etc_ros.checkpoint import CheckpointError, load_checkpoint
+from etc_ros.resources import resource
 from etc_ros.tools.bags import BagReader
 from etc_ros.tools.bench import (
-    REPO_ROOT,
     child,
     interrupt_on_sigterm,
     node_command,
@@ -31,7 +31,7 @@ from etc_ros.tools.bench import (
 )
 from etc_ros.tools.sources import SourceError, open_video
 
-DEFAULT_CLIP = REPO_ROOT / "assets" / "demo_street.mp4"
+DEFAULT_CLIP = resource("assets", "demo_street.mp4")
 CAMERA_TOPIC = "/demo/camera/image_raw"
 OUT_NS = image_io.output_namespace(CAMERA_TOPIC)
 LABEL_TOPIC, OVERLAY_TOPIC = f"{OUT_NS}/label", f"{OUT_NS}/overlay"
