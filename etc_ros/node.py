@@ -272,7 +272,7 @@ class SegmentationNode(Node):
         self._worker = self._start_worker()
         self.create_timer(WORKER_CHECK_PERIOD_S, self._watch_worker)
         self.get_logger().info(
-            f"segmenting {', '.join(topics)} with {model_path.name} ({meta.architecture}, "
+            f"segmenting {', '.join(topics)} with {model_path} ({meta.architecture}, "
             f"{meta.input_size[0]}x{meta.input_size[1]}) on {device} "
             f"{self.segmenter.precision}, {self.segmenter.backend_name} on "
             f"{self.segmenter.provider}")
