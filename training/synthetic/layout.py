@@ -521,7 +521,7 @@ def sample_layout(rng: np.random.Generator, travel: float, camera_kind: str,
         fence = str(rng.choice(["fence", "wall", "hedge"]))
         for s in np.arange(0, edge.length, 12.0):
             x, z, hd = edge.at(s + 6)
-            layout.placements.append(Placement(fence, x, z, hd + math.pi / 2,
+            layout.placements.append(Placement(fence, x, z, hd,
                                                (12.0, rng.uniform(1.0, 2.2))))
         campus_objects(layout, rng, [], density * 0.5)
         return layout

@@ -77,6 +77,7 @@ class Style:
     sun: np.ndarray          # unit vector towards the sun (world)
     ambient: float           # light in shadow relative to full sun
     paver_size: float
+    gravel: Color
 
     def shade(self, normal: np.ndarray) -> float:
         """Lambert light of a face: ambient plus direct sun."""
@@ -117,6 +118,7 @@ def sample_style(rng: np.random.Generator) -> Style:
         cloud_cover=rng.uniform(0.0, 0.7) if weather != "overcast" else 1.0,
         haze=horizon_c, fog_distance=rng.uniform(250, 900) * (0.5 if weather == "hazy" else 1.0),
         sun=sun, ambient=ambient, paver_size=rng.uniform(0.2, 0.6),
+        gravel=jitter(rng, (175, 165, 145), 15),
     )
 
 
@@ -136,7 +138,7 @@ def paint_ground(rng: np.random.Generator, style: Style, material: np.ndarray,
         ASPHALT: (style.asphalt, 0.10, 0.06), PAVERS: (style.pavers, 0.08, 0.08),
         CONCRETE: (style.concrete, 0.08, 0.05), GRASS: (style.grass, 0.22, 0.12),
         DIRT: (style.dirt, 0.15, 0.1), PAINT: (style.paint, 0.04, 0.04),
-        CURB: (style.curb, 0.05, 0.05), GRAVEL: (style.dirt * 1.15, 0.08, 0.15),
+        CURB: (style.curb, 0.05, 0.05), GRAVEL: (style.gravel, 0.08, 0.15),
         RAIL: (np.array([95, 90, 85], np.float32), 0.05, 0.1),
     }.items():
         lut[m], coarse[m], grain[m] = color, c, g
@@ -290,7 +292,7 @@ def foliage_texture(rng: np.random.Generator, green: Color, size: int = 96,
     shape = value_noise(rng, size, size, 3, octaves=2)
     r = np.sqrt(xx ** 2 + (yy * (1.2 if bush else 1.0)) ** 2)
     alpha = (r + 0.25 * shape - 0.1 * leaves) < 0.82
-    alpha &= leaves > -0.55  # holes where the sky shows through
+    alpha &= leaves > -0.75  # a few holes where the sky shows through
     if bush:
         alpha &= yy < 0.95
     light = 1.0 - 0.35 * yy + 0.35 * leaves  # lit top, dark clumps

@@ -189,7 +189,7 @@ class Panel(Object):
     thickness: float
 
     def foot(self) -> np.ndarray:
-        return rect(self.x, self.z, self.heading, self.length, self.thickness)
+        return rect(self.x, self.z, self.heading, self.thickness, self.length)
 
     def sort_key(self, cam: Camera, t: float) -> float:
         return footprint_distance(cam, self.foot())
@@ -201,8 +201,8 @@ class Panel(Object):
         dist = self.sort_key(canvas.cam, t)
         foot = self.foot()
         if self.label == FENCE:
-            a = np.array([foot[0][0], self.height, foot[0][1]])
-            b = np.array([foot[1][0], self.height, foot[1][1]])
+            a = np.array([foot[1][0], self.height, foot[1][1]])
+            b = np.array([foot[2][0], self.height, foot[2][1]])
             n = np.cross(b - a, UP)
             canvas.textured_quad(a, b - a, -UP * self.height, self.texture, FENCE,
                                  style.shade(n / max(np.linalg.norm(n), 1e-9)), dist,

@@ -93,7 +93,10 @@ def develop(pipe: Pipeline, image: np.ndarray, frame: int, seed: int, yaw_rate: 
         x = 0.5 * x + 0.5 * cv2.warpAffine(x, m, (w, h), borderMode=cv2.BORDER_REFLECT)
     gain = float(np.interp(frame / 8.0, np.arange(len(pipe.exposure_knots)),
                            pipe.exposure_knots))
-    lin = (np.maximum(x, 0) / 255.0) ** 2.2 * (gain * pipe.wb)
+    lin = (np.maximum(x, 0) / 255.0) ** 2.2
+    # auto exposure: pull the frame's mean towards mid-grey (partly, as real cameras do)
+    auto = (0.16 / max(float(lin[::4, ::4].mean()), 1e-4)) ** 0.6
+    lin = lin * (gain * min(max(auto, 0.6), 3.0) * pipe.wb)
     lin = lin * (1 + lin / pipe.white ** 2) / (1 + lin)  # Reinhard with a white point
     y = lin ** (1 / pipe.gamma)
     y = y + pipe.contrast * y * (1 - y) * (2 * y - 1)  # S-curve
