@@ -29,10 +29,11 @@ def test_bench_tiny_run_prints_complete_table(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
     header, rows = _cells(lines[0]), [_cells(ln) for ln in lines[2:]]
-    assert header[:4] == ["model input (HxW)", "forward ms", "node e2e ms", "relay (DDS floor) ms"]
-    assert header[6] == "of which pre+post ms" and "TC monitor on" in header[8]
-    assert len(rows) == 1 and rows[0][0] == "64x128"
-    row = rows[0]
+    assert header[:5] == ["model input (HxW)", "backend", "forward ms", "node e2e ms",
+                          "relay (DDS floor) ms"]
+    assert header[7] == "of which pre+post ms" and "TC monitor on" in header[9]
+    assert len(rows) == 1 and rows[0][:2] == ["64x128", "torch"]
+    row = rows[0][:1] + rows[0][2:]  # the columns after "backend", as before it was added
     for cell in row[1:4] + [row[6], row[8]]:  # "p50 / p95" pairs
         p50, p95 = (float(v) for v in cell.split("/"))
         assert 0 < p50 <= p95 and math.isfinite(p95)
