@@ -150,7 +150,7 @@ def export(model_path: Path, out: Path, verify_frames: int = 4,
 
 
 def export_int8(model_path: Path, out: Path, calibration: Path, max_images: int = 64,
-                log: callable = print) -> float:
+                log: callable = print, min_agreement: float = MIN_AGREEMENT_INT8) -> float:
     """Static QDQ int8 (per-channel weights) calibrated on images; returns agreement vs torch.
 
     Only convolutions are quantised: the folded pre/post-processing (cast,
@@ -205,9 +205,9 @@ def export_int8(model_path: Path, out: Path, calibration: Path, max_images: int 
         agreement = verify(reference, quantized, frames[:8])
         log(f"export_onnx: {out}: int8 vs fp32 torch pixel agreement {100 * agreement:.2f} % "
             f"on {min(8, len(frames))} calibration frames")
-        if agreement < MIN_AGREEMENT_INT8:
+        if agreement < min_agreement:
             raise ExportError(f"int8 labels agree with fp32 on only {100 * agreement:.2f} % of "
-                              f"pixels (< {100 * MIN_AGREEMENT_INT8:g} %)")
+                              f"pixels (< {100 * min_agreement:g} %)")
         out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(quantized, out) if quantized.stat().st_dev == out.parent.stat().st_dev \
             else out.write_bytes(quantized.read_bytes())

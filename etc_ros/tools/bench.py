@@ -357,7 +357,9 @@ def prepare_backend(backend: str, model: Path, size: tuple[int, int], work: Path
             calib.mkdir(exist_ok=True)
             for i, f in enumerate(frames):
                 cv2.imwrite(str(calib / f"{i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-            export_int8(ckpt, onnx, calib, log=lambda _: None)
+            # Speed is measured whatever the agreement; the agreement goes into the row.
+            agreement = export_int8(ckpt, onnx, calib, log=lambda _: None, min_agreement=0.0)
+            (work / f"model_{res}_int8.agreement").write_text(f"{agreement:.6f}")
     elif ckpt.suffix != ".onnx":
         onnx = work / f"model_{res}.onnx"
         if not onnx.is_file():
@@ -432,6 +434,7 @@ def run_resolution(args: argparse.Namespace, work: Path, probe: Probe, model: Pa
         worker = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="bench_forward"))
         seg = worker.submit(Segmenter, ckpt, **seg_kwargs).result()
         row["provider"] = seg.provider
+        row["int8_agreement"] = _int8_agreement(work, backend, size)
         worker.submit(seg.warmup, iterations=args.warmup).result()
         for link in links.values():
             link.wait_ready(warm, args.timeout)
@@ -511,11 +514,18 @@ def run_forward_only(args: argparse.Namespace, work: Path, model: Path) -> list[
                 forward.append(seg.last_timings.forward_ms)
             p = percentiles(forward)
             rows.append({"resolution": res, "backend": backend, "provider": seg.provider,
+                         "int8_agreement": _int8_agreement(work, backend, size),
                          "precision": seg.precision, "frames": len(frames),
                          "frames_from": frames_from, "forward_ms": p,
                          "fps_p50": 1000.0 / p["p50"] if p["p50"] > 0 else math.nan})
             del seg
     return rows
+
+
+def _int8_agreement(work: Path, backend: str, size: tuple[int, int]) -> float | None:
+    """int8 vs fp32 torch pixel agreement on the bench frames (None for other backends)."""
+    path = work / f"model_{size[0]}x{size[1]}_int8.agreement"
+    return float(path.read_text()) if backend == "ort-int8" and path.is_file() else None
 
 
 def forward_table(rows: Sequence[dict]) -> str:
