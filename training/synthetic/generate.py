@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def run_tasks(tasks: list[tuple], workers: int, desc: str) -> tuple[int, float]:
                 done += write_sequence(task)
                 bar.update(task[2])
         else:
+            for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(var, "1")  # one thread per worker: no oversubscription
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(min(workers, len(tasks))) as pool:
                 for n in pool.imap_unordered(write_sequence, tasks, chunksize=1):

@@ -247,7 +247,7 @@ def street_objects(layout: Layout, rng: np.random.Generator, road: Road, urban: 
                 if kind != "none":
                     layout.placements.append(Placement(
                         str(kind), fx, fz, h, (width * 0.95, rng.uniform(0.6, 2.2))))
-            s += width + (rng.uniform(2, 15) if rng.random() < 0.35 else 0.0)
+            s += width + (rng.uniform(2, 15) if rng.random() < 0.25 else 0.0)
         s = s0 + rng.uniform(0, 8)
         has_trees = rng.random() < 0.7
         while has_trees and s < s1:
@@ -317,7 +317,7 @@ def campus_objects(layout: Layout, rng: np.random.Generator, paths: list[Polylin
     """Big buildings, trees in lawns, lamps, walls and fences, bikes and people on the paths."""
     h, w = layout.classes.shape
     span = (w / layout.ppm, h / layout.ppm)
-    for _ in range(60):
+    for _ in range(150):
         x = layout.x0 + rng.uniform(0, span[0])
         z = layout.z0 + rng.uniform(0, span[1])
         layout.place_box("building", x, z, rng.uniform(-0.3, 0.3) + rng.choice([0, math.pi / 2]),
@@ -392,7 +392,7 @@ def sample_layout(rng: np.random.Generator, travel: float, camera_kind: str,
     heading = rng.uniform(-math.pi, math.pi)
     length = travel + 2 * MARGIN
     if kind in ("street", "intersection"):
-        urban = bool(rng.random() < 0.65)
+        urban = bool(rng.random() < 0.75)
         main = curvy_path(rng, (0.0, 0.0), heading, length, 1 / 60, 0.5 if kind == "street"
                           else 1.0)
         road = sample_road(rng, main, urban)

@@ -166,50 +166,79 @@ class Canvas:
         self.image[sel] *= np.float32(factor)
 
 
+def remap_list(src: np.ndarray, mx: np.ndarray, my: np.ndarray, interp: int,
+               border: int) -> np.ndarray:
+    """cv2.remap for flat lists of N coordinates (remap wants both sides below 32767)."""
+    n = len(mx)
+    cols = 1024
+    rows = -(-n // cols)
+    pad = rows * cols - n
+    mx = np.pad(mx.astype(np.float32), (0, pad)).reshape(rows, cols)
+    my = np.pad(my.astype(np.float32), (0, pad)).reshape(rows, cols)
+    out = cv2.remap(src, mx, my, interp, borderMode=border)
+    return out.reshape(rows * cols, -1)[:n]
+
+
 def render_background(scene: object, cam: Camera) -> Canvas:
-    """Sky by ray direction, ground by casting one ray per pixel (world-anchored, exact labels)."""
+    """Sky by ray direction, ground by casting one ray per pixel (world-anchored, exact labels).
+
+    Ground and sky pixels are computed as flat lists (cv2.remap with N x 1 maps), so no work is
+    spent on the part of the frame the other one covers.
+    """
     h, w = cam.height, cam.width
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-    rays = np.stack([(u + 0.5 - w / 2) / cam.f, -(v + 0.5 - h / 2) / cam.f, np.ones_like(u)], -1)
-    world = rays @ cam.rot.astype(np.float32)  # camera -> world directions
-    dy = world[..., 1]
+    xc = ((np.arange(w, dtype=np.float32) + 0.5 - w / 2) / cam.f)[None, :]
+    yc = (-(np.arange(h, dtype=np.float32) + 0.5 - h / 2) / cam.f)[:, None]
+    r = cam.rot.astype(np.float32)  # world -> camera; its transpose takes rays to the world
+    dx = (r[0, 0] * xc + r[1, 0] * yc + r[2, 0]).ravel()
+    dy = (r[0, 1] * xc + r[1, 1] * yc + r[2, 1]).ravel()
+    dz = (r[0, 2] * xc + r[1, 2] * yc + r[2, 2]).ravel()
+    norm = np.sqrt(dx * dx + dy * dy + dz * dz)
     ground = dy < -1e-4
-    s = np.where(ground, cam.pos[1] / np.maximum(-dy, 1e-4), 0).clip(0, 5000)
-    gx = cam.pos[0] + s * world[..., 0]
-    gz = cam.pos[2] + s * world[..., 2]
-    ppm = scene.ppm
-    gh, gw = scene.ground_classes.shape
-    map_x = np.clip((gx - scene.x0) * ppm, 0, gw - 1.001).astype(np.float32)
-    map_y = np.clip((gz - scene.z0) * ppm, 0, gh - 1.001).astype(np.float32)
-    down = scene.ground_classes.shape[0] / scene.ground.shape[0]
-    col = cv2.remap(scene.ground, (map_x + 0.5) / down - 0.5, (map_y + 0.5) / down - 0.5,
-                    cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    iy, ix = (map_y + 0.5).astype(np.int32), (map_x + 0.5).astype(np.int32)  # texel centres
-    mat = scene.ground_material[iy, ix]
-    dist = s * np.linalg.norm(world, axis=-1)
-    # high-frequency detail near the camera, faded out where a pixel covers several texels
-    footprint = dist / cam.f / np.maximum(-dy / np.linalg.norm(world, axis=-1), 0.05)
-    fade = np.clip(1.5 - footprint * DETAIL_PPM / 2.5, 0, 1)
-    period = DETAIL_SIZE / DETAIL_PPM
-    dx = (np.mod(gx, period) * DETAIL_PPM).astype(np.float32)
-    dz = (np.mod(gz, period) * DETAIL_PPM).astype(np.float32)
-    detail = cv2.remap(scene.detail, dx, dz, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-    d = np.take_along_axis(detail, DETAIL_CHANNEL[mat][..., None], axis=-1)[..., 0]
-    col *= (1 + DETAIL_AMP[mat] * fade * d)[..., None]
-    fog = (1 - np.exp(-dist / scene.style.fog_distance))[..., None]
-    col = col * (1 - fog) + scene.style.haze * fog
-    # sky: azimuth and elevation index the cloud panorama
-    norm = np.linalg.norm(world, axis=-1)
-    elev = np.arcsin(np.clip(dy / norm, -1, 1))
-    az = np.arctan2(world[..., 0], world[..., 2])
-    ph, pw = scene.sky.shape[:2]
-    sx = ((az / (2 * math.pi) + 0.5) * pw).astype(np.float32)
-    sy = np.clip((1 - elev / (math.pi / 2)) * (ph - 1), 0, ph - 1).astype(np.float32)
-    sky = cv2.remap(scene.sky, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-    image = np.where(ground[..., None], col, sky).astype(np.float32)
-    classes = scene.ground_classes[iy, ix]
-    label = np.where(ground, classes, SKY).astype(np.uint8)
-    return Canvas(cam, image, label, scene.style.haze, scene.style.fog_distance)
+    g = np.flatnonzero(ground)
+    k = np.flatnonzero(~ground)
+    image = np.empty((h * w, 3), np.float32)
+    label = np.full(h * w, SKY, np.uint8)
+    if len(g):
+        gdy = dy[g]
+        t = np.minimum(cam.pos[1] / -gdy, 5000).astype(np.float32)
+        gx = np.float32(cam.pos[0]) + t * dx[g]
+        gz = np.float32(cam.pos[2]) + t * dz[g]
+        ppm = scene.ppm
+        gh, gw = scene.ground_classes.shape
+        map_x = np.clip((gx - scene.x0) * ppm, 0, gw - 1.001).astype(np.float32)
+        map_y = np.clip((gz - scene.z0) * ppm, 0, gh - 1.001).astype(np.float32)
+        down = gh / scene.ground.shape[0]
+        col = remap_list(scene.ground, (map_x + 0.5) / down - 0.5, (map_y + 0.5) / down - 0.5,
+                         cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
+        iy, ix = (map_y + 0.5).astype(np.int32), (map_x + 0.5).astype(np.int32)  # texel centres
+        mat = scene.ground_material[iy, ix]
+        gnorm = norm[g]
+        dist = t * gnorm
+        # high-frequency detail near the camera, faded out where a pixel covers several texels
+        footprint = dist / cam.f / np.maximum(-gdy / gnorm, 0.05)
+        fade = np.clip(1.5 - footprint * (DETAIL_PPM / 2.5), 0, 1)
+        near = np.flatnonzero(fade > 0)
+        if len(near):
+            period = DETAIL_SIZE / DETAIL_PPM
+            detail = remap_list(scene.detail, np.mod(gx[near], period) * DETAIL_PPM,
+                                np.mod(gz[near], period) * DETAIL_PPM, cv2.INTER_LINEAR,
+                                cv2.BORDER_WRAP)
+            m = mat[near]
+            d = detail[np.arange(len(near)), DETAIL_CHANNEL[m]]
+            col[near] *= (1 + DETAIL_AMP[m] * fade[near] * d)[:, None]
+        fog = (1 - np.exp(-dist / scene.style.fog_distance))[:, None]
+        image[g] = col * (1 - fog) + scene.style.haze * fog
+        label[g] = scene.ground_classes[iy, ix]
+    if len(k):
+        kn = norm[k]
+        elev = np.arcsin(np.clip(dy[k] / kn, -1, 1))
+        az = np.arctan2(dx[k], dz[k])
+        ph, pw = scene.sky.shape[:2]
+        sx = (az / (2 * math.pi) + 0.5) * pw
+        sy = np.clip((1 - elev / (math.pi / 2)) * (ph - 1), 0, ph - 1)
+        image[k] = remap_list(scene.sky, sx, sy, cv2.INTER_LINEAR, cv2.BORDER_WRAP)
+    return Canvas(cam, image.reshape(h, w, 3), label.reshape(h, w), scene.style.haze,
+                  scene.style.fog_distance)
 
 
 def downsample(image: np.ndarray, label: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
