@@ -18,10 +18,9 @@ Writes ``ROOT/<split>/<sequence>/images/000000.png`` and ``labels/000000.png`` p
 Modules: ``layout`` (places and object placement), ``objects`` (what is drawn, per class),
 ``materials`` (palette, textures), ``camera`` (rigs, ego motion), ``render`` (ray casting,
 painter, downsampling), ``pipeline`` (camera effects), ``scene`` (a sequence from its seed),
-``__main__`` (CLI, parallel writing).
+``generate`` (parallel writing, metadata), ``cli`` / ``__main__`` (command line).
 """
 
-from .__main__ import main
 from .classes import (
                       BICYCLE,
                       BUILDING,
@@ -44,6 +43,7 @@ from .classes import (
                       VEGETATION,
                       WALL,
 )
+from .cli import main
 from .generate import SPLITS, generate_dataset, generate_split, sequence_seed, write_video
 from .scene import DEFAULT_DIFFICULTY, make_scene, render_frame, render_sequence
 

@@ -57,9 +57,8 @@ def distortion_maps(pipe: Pipeline, height: int, width: int) -> tuple[np.ndarray
     r2 = x * x + y * y
     f = 1 + pipe.k1 * r2 + pipe.k2 * r2 * r2
     corner = 1 + pipe.k1 + pipe.k2
-    scale = min(1.0, 1.0 / max(corner, 1e-3)) if corner > 1 else 1.0
-    scale = scale if corner > 1 else 1.0 / max(corner, 0.5) * min(corner, 1.0)
-    f = f * scale
+    if corner > 1:  # pincushion would sample outside the render at the corners: zoom in
+        f = f / corner
     return (x * f * norm + cx - 0.5).astype(np.float32), (y * f * norm + cy - 0.5).astype(
         np.float32)
 
