@@ -38,9 +38,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sample() -> list[tuple[np.ndarray, np.ndarray]]:
-    """First and last frame of 14 sequences: the small set every class must appear in."""
+    """Two frames of 18 sequences: the small set every class must appear in."""
     out = []
-    for i in range(14):
+    for i in range(18):
         clip = list(render_sequence(sequence_seed(0, "train", i), 2, H, W))
         out += clip
     return out

@@ -197,7 +197,7 @@ def sample_road(rng: np.random.Generator, line: Polyline, urban: bool) -> Road:
     return Road(line, lanes, rng.uniform(2.9, 3.7), float(rng.choice([0.0, 2.3], p=[0.4, 0.6])),
                 float(rng.choice([0.0, rng.uniform(1.0, 4.0)], p=[0.55 if urban else 0.2,
                                                                     0.45 if urban else 0.8])),
-                rng.uniform(1.8, 5.0), bool(rng.random() < 0.4))
+                rng.uniform(1.8, 5.0), bool(rng.random() < 0.5))
 
 
 def paint_road(layout: Layout, rng: np.random.Generator, road: Road, walk_mat: int) -> None:
@@ -385,10 +385,9 @@ def reserve_corridor(layout: Layout, width: float) -> None:
 def sample_layout(rng: np.random.Generator, travel: float, camera_kind: str,
                   density: float) -> Layout:
     """A random place for a camera rig that travels about ``travel`` metres."""
-    if camera_kind in ("robot", "person", "mast"):
-        kind = str(rng.choice(["campus", "campus", "street", "intersection", "parking"]))
-    else:
-        kind = str(rng.choice(["street", "street", "intersection", "parking", "campus"]))
+    kinds = ["street", "intersection", "campus", "parking"]
+    weights = [0.4, 0.25, 0.23, 0.12] if camera_kind == "car" else [0.2, 0.2, 0.45, 0.15]
+    kind = str(rng.choice(kinds, p=weights))
     heading = rng.uniform(-math.pi, math.pi)
     length = travel + 2 * MARGIN
     if kind in ("street", "intersection"):
@@ -552,7 +551,8 @@ def sample_layout(rng: np.random.Generator, travel: float, camera_kind: str,
         x0 = layout.x0 + rng.uniform(0, w / GROUND_PPM)
         line = curvy_path(rng, (x0, layout.z0), rng.uniform(-0.5, 0.5), h / GROUND_PPM, 1 / 80,
                           0.7)
-        road = Road(line, 1, rng.uniform(2.8, 3.3), 0.0, rng.uniform(0.5, 3), rng.uniform(1.5, 3))
+        road = Road(line, 1, rng.uniform(2.8, 3.3), 0.0, rng.uniform(0.5, 3), rng.uniform(1.5, 3),
+                    tram=bool(rng.random() < 0.3))  # some campuses have a light-rail line
         paint_road(layout, rng, road, path_mat)
         layout.roads = [road]
         street_agents(layout, rng, road, line.length, density * 0.5)
