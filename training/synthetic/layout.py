@@ -414,16 +414,19 @@ def sample_layout(rng: np.random.Generator, travel: float, camera_kind: str,
             cross = sample_road(rng, cross_line, urban)
             cross.tram = False
             if turn:
-                r = cross.half + lateral * turn + 1.0 if turn > 0 else cross.half + 2 * lateral
-                r = max(r, 4.0)
-                a0 = np.array([xj, zj]) - r * np.array([math.sin(hj), math.cos(hj)])
-                pts = [main.points[i] for i in range(len(main.points)) if main.cum[i] < sj - r]
+                # quarter circle from our lane into the cross street's lane (right-hand traffic)
+                r = rng.uniform(4, 8) if turn > 0 else 2 * lateral + rng.uniform(2, 5)
+                f0 = -(lateral + r) if turn > 0 else lateral - r
+                fwd = np.array([math.sin(hj), math.cos(hj)])
+                n = np.array([math.cos(hj), -math.sin(hj)])
+                a0 = np.array([xj, zj]) + f0 * fwd + lateral * n
+                base = main.offset(lateral)
+                pts = [base.points[i] for i in range(len(base.points)) if main.cum[i] < sj + f0]
                 pts.append(a0)
-                n = np.array([math.cos(hj), -math.sin(hj)]) * turn
+                n = n * turn
                 centre = a0 + n * r
                 for a in np.linspace(0, math.pi / 2, 12)[1:]:
-                    pts.append(centre - n * r * math.cos(a) + np.array(
-                        [math.sin(hj), math.cos(hj)]) * r * math.sin(a))
+                    pts.append(centre - n * r * math.cos(a) + fwd * r * math.sin(a))
                 hd = hj + turn * math.pi / 2
                 for _ in range(1, int(length / 2)):
                     pts.append(pts[-1] + 2.0 * np.array([math.sin(hd), math.cos(hd)]))
