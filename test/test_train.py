@@ -228,3 +228,12 @@ def test_bad_config_gives_one_clear_error(changes: dict, message: str, data: Pat
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_set_overrides_config_keys_as_yaml() -> None:
+    assert train._parse_sets(["seed=3", "teacher_scales=[1.0, 1.25]", "teacher_cache_dir=a/b"]) \
+        == {"seed": 3, "teacher_scales": [1.0, 1.25], "teacher_cache_dir": "a/b"}
+    with pytest.raises(train.ConfigError, match="KEY=VALUE"):
+        train._parse_sets(["seed"])
+    with pytest.raises(train.ConfigError, match="not valid YAML"):
+        train._parse_sets(["seed=[1"])

@@ -710,6 +710,20 @@ def one_line(exc: BaseException) -> str:
     return lines[-1].removeprefix(prefix)
 
 
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` command-line overrides, values parsed as YAML like the config file's."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value {value!r} is not valid YAML") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; config and data errors print one line and exit 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -725,10 +739,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue the run in --out from its last saved state")
     parser.add_argument("--allow-weak-teacher", action="store_true", default=None,
                         help="distil even if the teacher is not teacher_min_gain mIoU better")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, VALUE read as YAML (e.g. seed=1, "
+                             "workers=4, teacher_checkpoint=runs/t/best.safetensors)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, data_root=args.data_root, iters=args.max_iters,
-                          batch_size=args.batch_size, allow_weak_teacher=args.allow_weak_teacher)
+        overrides = _parse_sets(args.set)
+        cfg = load_config(args.config, **{**overrides, **{
+            "data_root": args.data_root, "iters": args.max_iters, "batch_size": args.batch_size,
+            "allow_weak_teacher": args.allow_weak_teacher}})
         out = args.out or Path("runs") / Path(args.config).stem
         out.mkdir(parents=True, exist_ok=True)
         train(cfg, out, args.device, args.resume)
