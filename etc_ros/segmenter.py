@@ -25,6 +25,7 @@ from etc_ros.backends import (
     default_cpu_threads,
 )
 from etc_ros.checkpoint import CheckpointMeta
+from etc_ros.preprocess import resize_image, resize_labels
 
 _LOG = logging.getLogger(__name__)
 _CUDA_SPEC = re.compile(r"cuda(:\d+)?")
@@ -81,11 +82,12 @@ class BatchTimings:
 class Segmenter:
     """A loaded segmentation model ready to label RGB frames.
 
-    Frames of any size are resized to the checkpoint's input size and run as one batch on the
-    backend (eager torch, or ONNX Runtime for `.onnx` files and `backend="onnxruntime"`);
-    labels come back at each frame's own resolution (nearest neighbour, so class ids are never
-    blended) unless `model_resolution_output` is set. `cpu_threads` 0 = one per usable core;
-    `tensorrt` False keeps ONNX Runtime on its CUDA provider even where TensorRT is present.
+    Frames of any size are resized to the checkpoint's input size (etc_ros.preprocess, exactly
+    as training validation does) and run as one batch on the backend (eager torch, or ONNX
+    Runtime for `.onnx` files and `backend="onnxruntime"`); labels come back at each frame's own
+    resolution (nearest neighbour, so class ids are never blended) unless
+    `model_resolution_output` is set. `cpu_threads` 0 = one per usable core; `tensorrt` False
+    keeps ONNX Runtime on its CUDA provider even where TensorRT is present.
     """
 
     def __init__(
@@ -160,11 +162,7 @@ class Segmenter:
         h, w = self.input_size
         host = self._host_buffer(len(images))
         for i, img in enumerate(images):
-            if img.shape[:2] == (h, w):
-                host[i] = img
-            else:
-                cv2.resize(img, (w, h), dst=host[i], interpolation=cv2.INTER_AREA
-                           if img.shape[0] > h else cv2.INTER_LINEAR)
+            resize_image(img, (h, w), dst=host[i])
         t1 = time.perf_counter()
         labels, conf = self.backend.run(host, want_confidence)
         t2 = time.perf_counter()
@@ -182,9 +180,7 @@ class Segmenter:
         if self.model_resolution_output or labels.shape == size:
             # The backend's buffers are reused by the next batch: hand out copies.
             return SegmentationResult(labels.copy(), None if conf is None else conf.copy())
-        dsize = (size[1], size[0])
-        # NEAREST_EXACT samples pixel centres; plain NEAREST shifts labels by half a pixel.
-        out = cv2.resize(labels, dsize, interpolation=cv2.INTER_NEAREST_EXACT)
+        out = resize_labels(labels, size)
         if conf is not None:
-            conf = cv2.resize(conf, dsize, interpolation=cv2.INTER_LINEAR)
+            conf = cv2.resize(conf, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         return SegmentationResult(out, conf)

@@ -46,7 +46,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointError, CheckpointMeta, load_model, save_checkpoint
-from etc_ros.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from etc_ros.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from etc_ros.models import (
     ARCHITECTURES,
     BACKBONES,
@@ -54,7 +54,15 @@ from etc_ros.models import (
     TrainOutput,
     build_model,
 )
+from etc_ros.preprocess import resize_image, resize_labels
 from etc_ros.temporal import TemporalConsistency, consistency_flow, shared_class_set
+from etc_ros.tools.metrics import (
+    accumulate_confusion,
+    gt_classes,
+    mean_iou,
+    new_confusion,
+    pixel_accuracy,
+)
 from training.datasets import (
     LAYOUTS,
     ClipDataset,
@@ -76,10 +84,8 @@ from training.teacher_cache import (
 from training.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    Clip,
     TrainTransform,
     normalize,
-    resize_clip,
 )
 
 DISTILL_TERMS = ("kd", "pf", "structured", "mf")
@@ -338,10 +344,13 @@ def _split_frames(out: TrainOutput, n: int, t: int) -> list[TrainOutput]:
 
 
 class Validator:
-    """mIoU on labelled val frames and TC over consecutive val frames, at the model's input size.
+    """mIoU on labelled val frames and TC over consecutive val frames, scored as evaluate does.
 
-    Frames, labels and the DIS flow between consecutive frames are prepared once, on
-    construction, and reused by every validation.
+    Frames are resized to the model's input size exactly as the node's Segmenter does
+    (etc_ros.preprocess); predictions go back to each label's own resolution the same way, so
+    val mIoU is the number ``python -m etc_ros.evaluate`` reports on these frames (mean over the
+    classes present in the ground truth). TC is taken at the model's input size. Frames, labels
+    and the DIS flow between consecutive frames are prepared once, on construction.
     """
 
     def __init__(self, sequences: list[VideoSequence], cfg: TrainConfig) -> None:
@@ -352,12 +361,9 @@ class Validator:
             for seq in sequences:
                 rgb, labels = [], {}
                 for i, path in enumerate(seq.frames):
-                    label = (read_label(seq.labels[i], seq.label_format, cfg.num_classes)
-                             if i in seq.labels else np.zeros((1, 1), np.uint8))
-                    clip = resize_clip(Clip([read_rgb(path)], label, 0), cfg.input_size)
-                    rgb.append(clip.frames[0])
+                    rgb.append(model_input(read_rgb(path), cfg.input_size))
                     if i in seq.labels:
-                        labels[i] = clip.label
+                        labels[i] = read_label(seq.labels[i], seq.label_format, cfg.num_classes)
                     bar.update()
                 flows = [consistency_flow(a, b) for a, b in zip(rgb, rgb[1:], strict=False)]
                 self.sequences.append((normalize(rgb), labels, flows))
@@ -367,27 +373,30 @@ class Validator:
         """Evaluate ``model`` (switched to eval mode and back)."""
         was_training = model.training
         model.eval()
-        conf = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        conf = new_confusion(self.num_classes)
         tc = TemporalConsistency(self.num_classes)
+        label_dtype = np.uint8 if self.num_classes <= 255 else np.uint16
         for images, labels, flows in self.sequences:
             preds = torch.cat([model(chunk.to(device)).argmax(1).cpu()
-                               for chunk in images.split(8)]).numpy()
+                               for chunk in images.split(8)]).numpy().astype(label_dtype)
             for i, label in labels.items():
-                keep = label != IGNORE_INDEX
-                idx = label[keep].astype(np.int64) * self.num_classes + preds[i][keep]
-                conf += np.bincount(idx, minlength=self.num_classes**2).reshape(conf.shape)
+                accumulate_confusion(conf, label, resize_labels(preds[i], label.shape))
             for i, (flow, valid) in enumerate(flows):
                 tc.update(preds[i], preds[i + 1], flow, valid)
         model.train(was_training)
-        inter = np.diag(conf)
-        union = conf.sum(0) + conf.sum(1) - inter
-        in_gt = conf.sum(1) > 0  # mIoU and TC over the classes present in the ground truth
-        result = tc.result(shared_class_set(np.flatnonzero(in_gt), [tc]))
+        # mIoU and TC over the classes present in the ground truth
+        result = tc.result(shared_class_set(gt_classes(conf), [tc]))
         metrics = {"tc": result["tc"] or 0.0, "tc_pixel": result["tc_pixel"] or 0.0}
-        if in_gt.any():
-            metrics["miou"] = float(np.mean(inter[in_gt] / union[in_gt]) * 100.0)
-            metrics["pixel_acc"] = float(inter.sum() / max(conf.sum(), 1) * 100.0)
+        miou = mean_iou(conf)
+        if miou is not None:
+            metrics["miou"] = miou
+            metrics["pixel_acc"] = pixel_accuracy(conf)
         return metrics
+
+
+def model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A frame as the model sees it, resized exactly like the node's Segmenter does."""
+    return resize_image(rgb, size)
 
 
 # ---------------------------------------------------------------------------------------------

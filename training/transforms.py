@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from etc_ros.labels import IGNORE_INDEX
+from etc_ros.preprocess import resize_labels
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -44,8 +45,10 @@ class Clip:
 
 
 def resize_clip(clip: Clip, size: tuple[int, int]) -> Clip:
-    """Resize every array to (height, width): bilinear images/flows, nearest labels.
+    """Random-scale augmentation: resize every array to (height, width), bilinear images and
+    flows, labels as the node does (etc_ros.preprocess: INTER_NEAREST_EXACT, no half-pixel shift).
 
+    Validation does not come here: it resizes with etc_ros.preprocess alone, like the node.
     Flow vectors are pixel displacements, so they are multiplied by the per-axis scale.
     """
     h, w = size
@@ -53,7 +56,7 @@ def resize_clip(clip: Clip, size: tuple[int, int]) -> Clip:
     if (h, w) == (oh, ow):
         return clip
     frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in clip.frames]
-    label = cv2.resize(clip.label, (w, h), interpolation=cv2.INTER_NEAREST)
+    label = resize_labels(clip.label, (h, w))
     gain = np.array([w / ow, h / oh], dtype=np.float32)
     flows = {
         k: cv2.resize(v.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) * gain
@@ -184,16 +187,6 @@ class TrainTransform:
             noise = float(rng.uniform(0, self.noise_std)) if self.noise_std else 0.0
             clip = style_clip(clip, hue, gray, sigma, noise, rng)
         return clip
-
-
-@dataclass(frozen=True)
-class EvalTransform:
-    """Resize to the model's input size only, so validation sees what the node sees."""
-
-    base_size: tuple[int, int]
-
-    def __call__(self, clip: Clip, rng: np.random.Generator) -> Clip:
-        return resize_clip(clip, self.base_size)
 
 
 def normalize(
