@@ -23,14 +23,12 @@ import argparse
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -38,14 +36,17 @@ import numpy as np
 from tqdm import tqdm
 
 from etc_ros.checkpoint import (
+    CheckpointError,
     CheckpointMeta,
     load_checkpoint,
     make_random_checkpoint,
     save_checkpoint,
 )
 from etc_ros.resources import resource
+from etc_ros.tools.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
+from etc_ros.tools.metrics import percentiles
+from etc_ros.tools.proc import Child, child, interrupt_on_sigterm, node_command, setup_ros_env
 
-FASTDDS_PROFILE = resource("config", "fastdds_shm.xml")
 DEMO_CLIP = resource("assets", "demo_street.mp4")
 DEFAULT_ARCH = "lraspp_mobilenetv3"
 # The node's default model (not imported from etc_ros.node: --forward-only must not need rclpy).
@@ -54,93 +55,6 @@ TARGET_MARGIN_MS = 3.0
 READY_TIMEOUT_S = 120.0  # node start-up: imports, model load and warm-up on a busy CPU
 BACKEND_CHOICES = ("torch", "ort", "ort-int8", "torch-fp16", "ort-cuda", "ort-trt")
 GPU_BACKENDS = ("torch-fp16", "ort-cuda", "ort-trt")
-
-
-def setup_ros_env(default_domain: int, log_dir: Path) -> None:
-    """Keep ROS traffic on this machine, in our domain, with the SHM profile: for us and children.
-
-    Values the caller set (e.g. the Makefile) win; children inherit os.environ.
-    """
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(default_domain))
-    os.environ.setdefault("ROS_LOG_DIR", str(log_dir))
-    if FASTDDS_PROFILE.is_file():
-        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
-
-
-def interrupt_on_sigterm() -> None:
-    """Treat SIGTERM like Ctrl-C, so `kill` also stops and reaps our child processes."""
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
-class Child:
-    """A child process with its output in a log file, so a failure can be shown in one line.
-
-    `stderr_to_terminal` leaves the child's stderr (progress bars, its own one-line errors) on
-    ours instead.
-    """
-
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path,
-                 stderr_to_terminal: bool = False) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                list(args), stdout=log, stderr=None if stderr_to_terminal else subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, env=os.environ.copy())
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def last_line(self) -> str:
-        """The last non-empty log line: the child's one-line error when it failed to start."""
-        lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines()]
-        lines = [ln for ln in lines if ln]
-        return lines[-1] if lines else f"{self.name} exited with code {self.proc.returncode}"
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT (clean rclpy shutdown), then terminate, then kill; always reaps the process."""
-        for action in (lambda: self.proc.send_signal(signal.SIGINT), self.proc.terminate,
-                       self.proc.kill):
-            if self.proc.poll() is not None:
-                break
-            action()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.proc.wait()
-
-
-@contextmanager
-def child(name: str, args: Sequence[str], log_dir: Path,
-          stderr_to_terminal: bool = False) -> Iterator[Child]:
-    """Run a child for the duration of a with-block; it is stopped even on Ctrl-C or errors."""
-    proc = Child(name, args, log_dir, stderr_to_terminal)
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-def node_command(image_topic: str, model: Path, device: str, tc_monitor: bool = False,
-                 extra: Sequence[str] = ()) -> list[str]:
-    """`python -m etc_ros.node` with the parameters bench and demo need."""
-    return [sys.executable, "-m", "etc_ros.node", "--ros-args",
-            "-p", f"image_topics:=['{image_topic}']", "-p", f"model_path:={model}",
-            "-p", f"device:={device}", "-p", f"tc_monitor:={str(tc_monitor).lower()}",
-            *extra]
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50/p95 in ms; NaN when nothing was measured (e.g. every frame was lost)."""
-    if not values:
-        return {"p50": math.nan, "p95": math.nan}
-    p50, p95 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95])
-    return {"p50": float(p50), "p95": float(p95)}
 
 
 # -- relay: the transport floor ------------------------------------------------------------------
@@ -577,8 +491,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m etc_ros.bench", description=__doc__.split("\n\n")[0],
+    parser = Parser(
+        "bench", description=__doc__.split("\n\n")[0],
         epilog="Latencies are p50 / p95 in ms; frames go one at a time (lockstep).")
     parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped "
                         "student_etc, else a random one of the same architecture)")
@@ -613,14 +527,13 @@ def _backends(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script `bench`; prints the markdown table, exit 1 with one line on failure."""
+    """Console script `bench`: the markdown table; one line and exit 2 (bad input) or 1."""
     args = build_parser().parse_args(argv)
     if args.relay:
         return run_relay(*args.relay)
     interrupt_on_sigterm()
     if args.frames < 1 or args.warmup < 1:
-        print("bench: error: --frames and --warmup must be at least 1", file=sys.stderr)
-        return 2
+        return fail("bench", "--frames and --warmup must be at least 1", EXIT_USAGE)
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="etc_ros_bench_")))
         setup_ros_env(43, work / "ros_log")
@@ -633,15 +546,17 @@ def main(argv: list[str] | None = None) -> int:
             make_random_checkpoint(model, DEFAULT_ARCH, args.resolutions[0])
         try:
             arch = model_meta(model).architecture
+        except (CheckpointError, ValueError) as exc:  # a bad --model is bad input
+            return fail("bench", exc, EXIT_USAGE)
+        try:
             rows = (run_forward_only if args.forward_only else run_benchmark)(args, work, model)
             if not [r for r in rows if "skipped" not in r]:
                 raise ValueError("no backend could run here (see the reasons above)")
         except KeyboardInterrupt:
             print("bench: interrupted", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         except Exception as exc:  # one line for the user; children are already stopped
-            print(f"bench: error: {' '.join(str(exc).split())}", file=sys.stderr)
-            return 1
+            return fail("bench", exc)
     ran = [r for r in rows if "skipped" not in r]
     print(f"\nmodel: {model} ({arch}, {source}); device: {args.device}; "
           f"{args.frames} frames per run ({ran[0]['frames_from']}), lockstep, reliable QoS; "

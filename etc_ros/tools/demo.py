@@ -22,13 +22,9 @@ from etc_ros import image_io
 from etc_ros.checkpoint import CheckpointError, load_checkpoint
 from etc_ros.resources import resource
 from etc_ros.tools.bags import BagReader
-from etc_ros.tools.bench import (
-    child,
-    interrupt_on_sigterm,
-    node_command,
-    percentiles,
-    setup_ros_env,
-)
+from etc_ros.tools.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
+from etc_ros.tools.metrics import percentiles
+from etc_ros.tools.proc import child, interrupt_on_sigterm, node_command, setup_ros_env
 from etc_ros.tools.sources import SourceError, open_video
 
 DEFAULT_CLIP = resource("assets", "demo_street.mp4")
@@ -43,8 +39,7 @@ class DemoError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m etc_ros.demo",
-                                     description=__doc__.split("\n\n")[0])
+    parser = Parser("demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path,
                         help="checkpoint (default: etc_ros/weights/student_etc.safetensors)")
     parser.add_argument("--video", type=Path, default=DEFAULT_CLIP, help="clip to play")
@@ -57,12 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_model(given: Path | None) -> Path:
-    """The model to run: --model, else the shipped default; raises DemoError when missing."""
+    """The model to run: --model, else the shipped default; CheckpointError when missing."""
     from etc_ros.node import DEFAULT_MODEL
 
     model = given if given is not None else DEFAULT_MODEL
     if not model.is_file():
-        raise DemoError(f"no model at {model}; train and export it (make data train)")
+        raise CheckpointError(f"no model at {model}; train and export it (make data train)")
     return model
 
 
@@ -139,7 +134,7 @@ def summarise(bag: Path, out: Path, fps: float, strip_frames: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry of `make demo`; exit 1 with one line when something fails."""
+    """Console entry of `make demo`; one line and exit 2 (bad model/clip) or 1 on failure."""
     args = build_parser().parse_args(argv)
     interrupt_on_sigterm()
     args.out = args.out.resolve()
@@ -160,15 +155,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{meta.input_size[1]}) -> {OUT_NS}/*", flush=True)
         run_pipeline(args, model, clip, bag)
         result = summarise(bag, args.out, source.rate_hz, args.strip_frames)
-    except (CheckpointError, SourceError) as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        return 1
+    except (CheckpointError, SourceError) as exc:  # bad --model / --video
+        return fail("demo", exc, EXIT_USAGE)
     except DemoError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        return 1
+        return fail("demo", exc)
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     lat = result["latency_ms"]
     print(f"\nframes: {result['frames_in']} in, {result['frames_out']} labelled, "
           f"{result['dropped']} dropped (latest-frame-wins)\n"
