@@ -27,6 +27,7 @@ from etc_ros.checkpoint import (
     _validate_meta,
     load_model,
 )
+from etc_ros.errors import one_line
 
 _LOG = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime")
@@ -141,9 +142,8 @@ class OrtBackend:
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(
-                f"checkpoint {onnx_path}: not a readable ONNX model ({reason[:200]})") from None
+            raise CheckpointError(f"checkpoint {onnx_path}: not a readable ONNX model "
+                                  f"({one_line(exc)[:200]})") from None
         props = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise CheckpointError(

@@ -13,6 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from etc_ros.errors import one_line
 from etc_ros.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from etc_ros.models import ARCHITECTURES, build_model
 
@@ -72,9 +73,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
             header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {path}: not a readable safetensors file ({reason})"
+            f"checkpoint {path}: not a readable safetensors file ({one_line(exc)})"
         ) from None
     if METADATA_KEY not in header:
         raise CheckpointError(

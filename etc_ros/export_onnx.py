@@ -14,7 +14,6 @@ the fp32 torch model and the threshold is MIN_AGREEMENT_INT8.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointError, CheckpointMeta, load_model
+from etc_ros.tools.cli import EXIT_USAGE, Parser, fail
 
 METADATA_KEY = "etc_ros"  # same JSON as the safetensors header
 ONNX_KEY = "etc_ros_onnx"  # how this file was made: source hash, precision, I/O contract
@@ -266,9 +266,8 @@ def _noise_and_clip_frames(count: int, size: tuple[int, int]) -> list[np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script `export_onnx`; failures are one line and exit code 1."""
-    parser = argparse.ArgumentParser(prog="python -m etc_ros.export_onnx",
-                                     description=__doc__.split("\n\n")[0])
+    """Console script `export_onnx`; one line and exit 2 (bad model/options) or 1 (export)."""
+    parser = Parser("export_onnx", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="etc_ros .safetensors file")
     parser.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--int8", action="store_true",
@@ -284,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             export_int8(args.model, args.out, args.calibration, args.max_calibration_images)
         else:
             export(args.model, args.out)
-    except (CheckpointError, ExportError, OSError) as exc:
-        print(f"export_onnx: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+    except CheckpointError as exc:
+        return fail("export_onnx", exc, EXIT_USAGE)
+    except (ExportError, OSError) as exc:
+        return fail("export_onnx", exc)
     print(f"export_onnx: wrote {args.out}")
     return 0
 

@@ -49,6 +49,7 @@ from etc_ros import image_io, labels
 from etc_ros.backends import BACKENDS
 from etc_ros.checkpoint import CheckpointError
 from etc_ros.diagnostics import CameraStats
+from etc_ros.errors import one_line
 from etc_ros.resources import resource
 from etc_ros.segmenter import SegmentationResult, Segmenter, resolve_device
 
@@ -406,7 +407,7 @@ class SegmentationNode(Node):
             results = self.segmenter.segment([rgb for *_, rgb in batch], want_conf)
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory: keep serving
             for cam, *_ in batch:
-                self._bad_frame(cam, f"inference failed: {exc}".splitlines()[0])
+                self._bad_frame(cam, f"inference failed: {one_line(exc)}")
             return
         timings = self.segmenter.last_timings
         for (cam, msg, received, rgb), result in zip(batch, results, strict=True):

@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from etc_ros.errors import one_line
 from etc_ros.models import BACKBONES
 
 METADATA_KEY = "etc_ros_backbone"
@@ -102,7 +103,7 @@ def read_backbone(path: str | Path) -> tuple[str, dict[str, torch.Tensor]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise BackboneWeightsError(f"backbone weights {path}: not a readable safetensors file "
-                                   f"({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+                                   f"({one_line(exc)})") from None
     if METADATA_KEY not in meta:
         raise BackboneWeightsError(f"backbone weights {path}: no {METADATA_KEY!r} metadata "
                                    "(not written by python -m training.pretrained)")
@@ -166,7 +167,7 @@ def read_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as exc:
-        raise BackboneWeightsError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise BackboneWeightsError(f"cannot read {path}: {one_line(exc)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

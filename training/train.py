@@ -46,6 +46,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointError, CheckpointMeta, load_model, save_checkpoint
+from etc_ros.errors import one_line
 from etc_ros.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from etc_ros.models import (
     ARCHITECTURES,
@@ -251,7 +252,7 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"config {path} is not valid YAML: {one_line(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping of keys to values")
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -708,15 +709,6 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
     if log is not None:
         log.close()
     return metrics
-
-
-def one_line(exc: BaseException) -> str:
-    """The error's own message, also when a DataLoader worker wrapped it in its traceback."""
-    lines = str(exc).strip().splitlines()
-    if len(lines) == 1:
-        return lines[0]
-    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
-    return lines[-1].removeprefix(prefix)
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from etc_ros.errors import one_line
 from etc_ros.models.base import SegmentationModel
 from etc_ros.models.effnet_lite import LRASPPEffNetLite0, PSPEffNetLite0
 from etc_ros.models.lraspp import LRASPPMobileNetV3
@@ -101,6 +102,6 @@ def build_model(arch: str, num_classes: int, pretrained_backbone: bool = False) 
             raise
         raise PretrainedWeightsUnavailable(
             f"could not download ImageNet weights for the {arch} backbone "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            f"({type(exc).__name__}: {one_line(exc)[:120]}); "
             "set pretrained_backbone: false to train from scratch"
         ) from exc

@@ -21,13 +21,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointError
-from etc_ros.labels import IGNORE_INDEX
 from etc_ros.segmenter import Segmenter
 from etc_ros.temporal import (
     DIS_PRESETS,
@@ -38,6 +37,15 @@ from etc_ros.temporal import (
     shared_class_set,
 )
 from etc_ros.tools.bags import open_bag
+from etc_ros.tools.cli import EXIT_USAGE, Parser, fail
+from etc_ros.tools.metrics import (
+    accumulate_confusion,
+    class_iou,
+    gt_classes,
+    mean_iou,
+    new_confusion,
+    percentiles,
+)
 from etc_ros.tools.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
 from etc_ros.tools.sources import (
     Frame,
@@ -55,12 +63,6 @@ CHUNK = 16
 
 class _UsageError(Exception):
     """Bad command line or input found by evaluate itself (one line, exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """One line instead of argparse's usage block, per the project's CLI rule."""
-        self.exit(2, f"evaluate: error: {message} (see --help)\n")
 
 
 @dataclass
@@ -86,7 +88,7 @@ class _ModelRun:
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI fixed in DESIGN.md (plus device, frame limit and flow preset)."""
-    p = _Parser(prog="python -m etc_ros.evaluate", description=__doc__.splitlines()[0])
+    p = Parser("evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True, metavar="PATH",
                    help="checkpoint (.safetensors); repeat to compare models on the same frames")
     src = p.add_mutually_exclusive_group(required=True)
@@ -146,7 +148,7 @@ def _new_run(name: str, path: Path, seg: Segmenter, keyframe_interval: int | Non
     return _ModelRun(
         name=name, path=path, segmenter=seg, keyframe_interval=keyframe_interval,
         tc=TemporalConsistency(len(classes), classes),
-        confusion=np.zeros((len(classes), len(classes)), np.int64),
+        confusion=new_confusion(len(classes)),
         series=ModelSeries(name), palette=np.asarray(seg.meta.palette, np.uint8))
 
 
@@ -177,14 +179,6 @@ def _chunks(source: FrameSource, max_frames: int | None) -> Iterator[list[Frame]
             chunk = []
     if chunk:
         yield chunk
-
-
-def _accumulate_confusion(confusion: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> None:
-    """Add one frame to the (gt x pred) confusion matrix; ignore and unknown gt ids left out."""
-    n = confusion.shape[0]
-    keep = (gt != IGNORE_INDEX) & (gt < n)
-    idx = gt[keep].astype(np.int64) * n + pred[keep].astype(np.int64)
-    confusion += np.bincount(idx, minlength=n * n).reshape(n, n)
 
 
 def _segment(seg: Segmenter, rgb: np.ndarray) -> tuple[np.ndarray, float]:
@@ -236,7 +230,7 @@ def _score(run: _ModelRun, step: _Step, labels: np.ndarray, latency_ms: float) -
         run.tc.update(run.prev, labels, *step.tc_pair)
         run.series.pair_frames.append(step.frame.index)
     if step.frame.label is not None:
-        _accumulate_confusion(run.confusion, step.frame.label, labels)
+        accumulate_confusion(run.confusion, step.frame.label, labels)
         run.labelled += 1
     run.prev = labels
     run.frames += 1
@@ -306,8 +300,7 @@ def _tc_class_names(runs: list[_ModelRun]) -> list[str]:
     """The one class set of this run (ground-truth classes, or those every row predicts)."""
     names = runs[0].class_names
     if any(r.labelled for r in runs):
-        in_gt = np.flatnonzero(runs[0].confusion.sum(1) > 0)
-        return [names[c] for c in shared_class_set(in_gt, [])]
+        return [names[c] for c in shared_class_set(gt_classes(runs[0].confusion), [])]
     common = shared_class_set(None, [r.tc for r in runs])  # ids of the first model's classes
     shared = {names[c] for c in common}
     for r in runs[1:]:  # models may order their classes differently: intersect by name
@@ -325,13 +318,10 @@ def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
     ious: list[float | None] = [None] * len(classes)
     miou = None
     if run.labelled:
-        tp = np.diag(run.confusion).astype(np.float64)
-        union = run.confusion.sum(0) + run.confusion.sum(1) - tp
-        ious = [float(tp[c] / union[c] * 100.0) if union[c] > 0 else None
-                for c in range(len(classes))]
-        in_gt = run.confusion.sum(1) > 0  # mIoU over the classes present in the ground truth
-        miou = float(np.mean(tp[in_gt] / union[in_gt]) * 100.0) if in_gt.any() else None
+        ious = class_iou(run.confusion)
+        miou = mean_iou(run.confusion)  # over the classes present in the ground truth
     lat = np.asarray(run.series.forward_ms, np.float64)
+    pct = percentiles(lat)
     result = {
         "name": run.name,
         "model_path": str(run.path),
@@ -342,9 +332,7 @@ def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
         "miou": _pct(miou),
         "per_class": {c: {"iou": _pct(ious[i]), "tc": _pct(tc["per_class"].get(c))}
                       for i, c in enumerate(classes)},
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 4),
-                       "p95": round(float(np.percentile(lat, 95)), 4),
-                       "max": round(float(lat.max()), 4)},
+        "latency_ms": {k: round(v, 4) for k, v in pct.items()},
         "fps": round(1000.0 / float(lat.mean()), 3) if lat.mean() > 0 else None,
     }
     if run.keyframe_interval is not None:
@@ -403,8 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results = evaluate(args)
     except (_UsageError, SourceError, CheckpointError, ValueError, OSError) as e:
-        print(f"evaluate: error: {e}", file=sys.stderr)
-        return 2
+        return fail("evaluate", e, EXIT_USAGE)  # bad input: files, models, options
     print(f"TC classes ({results['input']['tc_class_rule']}): "
           f"{', '.join(results['models'][0]['tc_classes']) or 'none'}")
     for m in results["models"]:

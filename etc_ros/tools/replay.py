@@ -27,6 +27,8 @@ from tqdm import tqdm
 
 from etc_ros import image_io
 from etc_ros.tools import bags, sources
+from etc_ros.tools.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
+from etc_ros.tools.proc import interrupt_on_sigterm
 from etc_ros.tools.sources import SourceError
 
 IMAGE_TYPES = sources.IMAGE_TYPES
@@ -37,15 +39,9 @@ class ReplayError(Exception):
     """A problem met after start-up (graph, subscribers); str() is one line."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options; every default is stated in the help."""
-    p = _Parser(prog="replay", description=__doc__.splitlines()[0])
+    p = Parser("replay", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--bag", type=Path, help="rosbag2 directory or .mcap/.db3 file")
     src.add_argument("--video", type=Path, help="video file (anything OpenCV/FFmpeg reads)")
@@ -370,19 +366,14 @@ class _Player:
             self.recorder.close()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script `replay`: returns 0, 1 (runtime failure) or 2 (bad input)."""
     args = build_parser().parse_args(argv)
     try:
         inp = _Input(args)
     except SourceError as exc:
-        print(f"replay: error: {exc}", file=sys.stderr)
-        return 2
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `timeout`, launch: finish the bag too
+        return fail("replay", exc, EXIT_USAGE)
+    previous = interrupt_on_sigterm()  # `timeout`, launch: finish the bag too
     player = _Player(args, inp)
     status = 0
     try:
@@ -395,10 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"replay: published {published} messages on {', '.join(inp.topics)}"
               f"{f', {timeouts} lockstep timeouts' if timeouts else ''}")
     except (ReplayError, SourceError) as exc:
-        print(f"replay: error: {exc}", file=sys.stderr)
-        status = 1
+        status = fail("replay", exc)
     except KeyboardInterrupt:
-        status = 130
+        status = EXIT_INTERRUPTED
     finally:
         player.close()
         signal.signal(signal.SIGTERM, previous)

@@ -41,11 +41,6 @@ class Frame:
     raw: tuple[str, bytes] | None = None
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _natural_key(path: Path) -> list[Any]:
     """Sort 'img2' before 'img10' as a human (and the recorder) meant."""
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)]
