@@ -186,6 +186,8 @@ def test_video_and_report(tmp_path: Path, models: list[str]) -> None:
         assert png in text
     rows = (rep / "tc_per_frame.csv").read_text().splitlines()
     assert rows[0] == "model,frame,tc,tc_pixel" and len(rows) == 1 + 2 * 4  # 2 models x 4 pairs
+    strip = cv2.imread(str(rep / "strip.png"))  # 5 frames: all of them, one row each
+    assert strip is not None and strip.shape[:2] == (5 * (H + 28), 3 * W) and "strip.png" in text
     cap = cv2.VideoCapture(str(rep / "overlay.mp4"))
     n = 0
     while True:

@@ -56,6 +56,8 @@ from etc_ros.tools.sources import (
     open_video,
 )
 
+# Frames of the input shown in the report's strip.png (evenly spaced).
+STRIP_FRAMES = 6
 # Frames are decoded, flowed and segmented in chunks: bounded memory on long recordings, while
 # each model still runs on a run of frames by itself (one model after another).
 CHUNK = 16
@@ -353,8 +355,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     report_dir = Path(args.report_dir) if args.report_dir else None
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
+        total = len(source) if args.max_frames is None else min(len(source), args.max_frames)
+        picks = np.linspace(0, max(total - 1, 0), min(STRIP_FRAMES, max(total, 1)))
         video = SideBySideVideo(report_dir / VIDEO_NAME, [r.name for r in base],
-                                [r.palette for r in base], fps=source.rate_hz or 10.0)
+                                [r.palette for r in base], fps=source.rate_hz or 10.0,
+                                strip_frames=frozenset(int(i) for i in picks.round()))
     try:
         stats = _run(source, runs, args.flow_preset, args.keyframe_flow_preset,
                      args.max_frames, video)

@@ -25,6 +25,7 @@ LATENCY_PLOT = "latency_hist.png"
 PER_CLASS_PLOT = "per_class.png"
 TRADEOFF_PLOT = "accuracy_vs_latency.png"
 VIDEO_NAME = "overlay.mp4"
+STRIP_NAME = "strip.png"
 TC_CSV = "tc_per_frame.csv"
 
 # Panels wider than this are scaled down so the video stays small enough to share.
@@ -106,7 +107,8 @@ def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> 
         lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
         lines += [f"Per-frame TC values: [{TC_CSV}]({TC_CSV})", ""]
     if video:
-        lines += [f"Side-by-side overlay video: [{video}]({video})", ""]
+        lines += [f"Side-by-side overlay video: [{video}]({video})", "",
+                  f"![input and overlays of a few frames]({STRIP_NAME})", ""]
     return "\n".join(lines)
 
 
@@ -210,11 +212,18 @@ def plot_per_class(models: list[dict[str, Any]], path: Path) -> None:
 
 
 class SideBySideVideo:
-    """Writes `input | model A | model B ...` overlay panels with captions to an mp4."""
+    """Writes `input | model A | model B ...` overlay panels with captions to an mp4.
+
+    The rows of the frames numbered in ``strip_frames`` (0-based, in order of ``add``) are also
+    stacked into one image, ``strip.png`` beside the video: a glance at a run in a README.
+    """
 
     def __init__(self, path: Path, captions: list[str], palettes: list[np.ndarray],
-                 fps: float = 10.0, alpha: float = 0.5) -> None:
+                 fps: float = 10.0, alpha: float = 0.5,
+                 strip_frames: frozenset[int] = frozenset()) -> None:
         self.path = Path(path)
+        self.strip_frames = strip_frames
+        self._strip_rows: list[np.ndarray] = []
         self.captions = ["input"] + list(captions)
         self.palettes = palettes
         self.fps = fps
@@ -247,14 +256,20 @@ class SideBySideVideo:
                         0.55, (255, 255, 255), 1, cv2.LINE_AA)
             row.append(np.vstack([strip, panel]))
         assert self._writer is not None
-        self._writer.write(cv2.cvtColor(np.hstack(row), cv2.COLOR_RGB2BGR))
+        composed = cv2.cvtColor(np.hstack(row), cv2.COLOR_RGB2BGR)
+        self._writer.write(composed)
+        if self.frames in self.strip_frames:
+            self._strip_rows.append(composed)
         self.frames += 1
 
     def close(self) -> None:
-        """Finish the file (the mp4 index is written here)."""
+        """Finish the file (the mp4 index is written here) and the strip image."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self._strip_rows:
+            cv2.imwrite(str(self.path.with_name(STRIP_NAME)), np.vstack(self._strip_rows))
+            self._strip_rows = []
 
 
 def write_tc_csv(series: list[ModelSeries], path: Path) -> None:
