@@ -78,15 +78,19 @@ export: venv
 	done; done
 	$(MAKE) onnx
 
-# mIoU / TC / forward time of all four models on the held-out synthetic test sequences.
+# Every trained model (teacher, both seeds of baseline / TL / ETC) on the 16 held-out test
+# sequences, each also as a keyframe method (K = 5, 10); the val split as a second split; the
+# shipped ONNX model in fp32 and int8. Writes docs/results_*.json and the report's plots.
+EVAL := $(ROS_ENV) $(PY) -m etc_ros.evaluate --device cpu
+MODELS := --model etc_ros/weights/teacher.safetensors \
+	$(foreach s,$(SEEDS),$(foreach k,baseline tl etc,--model runs/export/student_$(k)_s$(s).safetensors))
 results: venv
-	$(PY) -m training.export --run runs/teacher --out runs/export/teacher.safetensors --name teacher
-	$(PY) -m training.export --run runs/student_tl --out runs/export/student_tl.safetensors --name student_tl
-	$(ROS_ENV) $(PY) -m etc_ros.evaluate --dataset $(DATA) --split test --device cpu \
-	    --model runs/export/teacher.safetensors \
-	    --model etc_ros/weights/student_baseline.safetensors \
-	    --model runs/export/student_tl.safetensors \
-	    --model etc_ros/weights/student_etc.safetensors \
+	$(EVAL) --dataset $(DATA) --split test $(MODELS) --keyframe-interval 5 --keyframe-interval 10 \
 	    --json docs/results_synthetic_test.json --report-dir out/eval_synthetic
 	cp out/eval_synthetic/tc_per_frame.png out/eval_synthetic/latency_hist.png \
-	    out/eval_synthetic/per_class.png docs/
+	    out/eval_synthetic/per_class.png out/eval_synthetic/accuracy_vs_latency.png docs/
+	$(EVAL) --dataset $(DATA) --split val $(MODELS) --json docs/results_synthetic_val.json
+	$(PY) -m etc_ros.export_onnx --model etc_ros/weights/student_etc.safetensors \
+	    --out out/student_etc_int8.onnx --int8 --calibration $(DATA)/train
+	$(EVAL) --dataset $(DATA) --split test --model etc_ros/weights/student_etc.onnx \
+	    --model out/student_etc_int8.onnx --json docs/results_int8.json

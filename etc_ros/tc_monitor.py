@@ -15,6 +15,7 @@ from collections import deque
 import cv2
 import numpy as np
 
+from etc_ros.preprocess import resize_image, resize_labels
 from etc_ros.temporal import PairCounts, consistency_flow, own_classes, pair_counts, tc_over_classes
 
 _log = logging.getLogger(__name__)
@@ -114,10 +115,10 @@ class LiveTCMonitor:
                 self._cond.notify_all()
 
     def _pair_tc(self, prev: _Frame, cur: _Frame) -> PairCounts:
-        """TC counts of one pair on copies downscaled by ``scale`` (labels nearest, rgb area)."""
+        """TC counts of one pair on copies downscaled by ``scale`` (as the segmenter resizes)."""
         h, w = prev[0].shape[:2]
         size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
-        lab0, lab1 = (cv2.resize(f[0], size, interpolation=cv2.INTER_NEAREST) for f in (prev, cur))
-        rgb0, rgb1 = (cv2.resize(f[1], size, interpolation=cv2.INTER_AREA) for f in (prev, cur))
+        lab0, lab1 = (resize_labels(f[0], size[::-1]) for f in (prev, cur))
+        rgb0, rgb1 = (resize_image(f[1], size[::-1]) for f in (prev, cur))
         flow, valid = consistency_flow(rgb0, rgb1, self.preset)
         return pair_counts(lab0, lab1, flow, valid, self.num_classes)
