@@ -12,7 +12,6 @@ import logging
 import threading
 from collections import deque
 
-import cv2
 import numpy as np
 
 from etc_ros.preprocess import resize_image, resize_labels
