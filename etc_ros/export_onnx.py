@@ -275,12 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=Path,
                         help="folder of images for int8 calibration (searched recursively)")
     parser.add_argument("--max-calibration-images", type=int, default=64)
+    parser.add_argument("--min-agreement", type=float, default=100 * MIN_AGREEMENT_INT8,
+                        metavar="PCT", help="int8: refuse below this pixel agreement with fp32 "
+                        f"(default {100 * MIN_AGREEMENT_INT8:g}; 0 to measure what int8 costs)")
     args = parser.parse_args(argv)
     if args.int8 and (args.calibration is None or not args.calibration.is_dir()):
         parser.error("--int8 needs --calibration DIR, an existing folder of images")
     try:
         if args.int8:
-            export_int8(args.model, args.out, args.calibration, args.max_calibration_images)
+            export_int8(args.model, args.out, args.calibration, args.max_calibration_images,
+                        min_agreement=args.min_agreement / 100)
         else:
             export(args.model, args.out)
     except CheckpointError as exc:
