@@ -64,7 +64,7 @@ def test_launch_overrides_are_node_parameters(declared):
 
 def test_launch_description_builds():
     if importlib.util.find_spec("launch_ros") is None:
-        pytest.skip("launch_ros is not installable here (DESIGN.md); runs where ROS 2 is sourced")
+        pytest.skip("launch_ros has no PyPI wheel here; runs where ROS 2 is sourced")
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
     spec = importlib.util.spec_from_file_location("segmentation_launch", LAUNCH_FILE)

@@ -89,7 +89,7 @@ class _ModelRun:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI fixed in DESIGN.md (plus device, frame limit and flow preset)."""
+    """The command line (inputs, models, outputs, device, frame limit, flow presets)."""
     p = Parser("evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True, metavar="PATH",
                    help="checkpoint (.safetensors); repeat to compare models on the same frames")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dataset", metavar="ROOT", help="dataset root in the training layout")
     p.add_argument("--topic", help="image topic in the bag (Image or CompressedImage)")
     p.add_argument("--split", help="dataset split, e.g. val or test")
-    p.add_argument("--json", metavar="OUT", help="write metrics as JSON (schema in DESIGN.md)")
+    p.add_argument("--json", metavar="OUT", help="write metrics as JSON (fields listed in README)")
     p.add_argument("--report-dir", metavar="DIR", help="write report.md, plots and overlay video")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N (default auto)")
     p.add_argument("--max-frames", type=int, metavar="N", help="evaluate at most N frames")
@@ -311,7 +311,7 @@ def _tc_class_names(runs: list[_ModelRun]) -> list[str]:
 
 
 def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
-    """One entry of the JSON "models" list (schema fixed in DESIGN.md)."""
+    """One entry of the JSON "models" list (its fields are a stable interface, see README)."""
     classes = run.class_names
     tc = run.tc.result([classes.index(n) for n in tc_classes if n in classes])
     run.series.tc_per_pair = list(zip(run.series.pair_frames, tc["per_frame"], strict=True))
