@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_LOG_DIR=$(CURDIR)/.ros_log \
            FASTDDS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml
 
-.PHONY: venv test demo lint bench data train export results onnx pretrained
+.PHONY: venv test stress demo lint bench data train export results onnx pretrained
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,12 @@ venv: $(STAMP)
 
 test: venv
 	$(ROS_ENV) $(PY) -m pytest -q test
+
+# The cross-process node tests N times in a row under a CPU hog per core (rare races show up
+# under load): pass/fail counts per test, failed runs' output in .stress/.
+N ?= 10
+stress: venv
+	$(ROS_ENV) $(PY) test/stress.py --runs $(N)
 
 demo: venv
 	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-42} $(PY) -m etc_ros.demo

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import os
+import signal
 import sys
 import threading
 import time
@@ -41,6 +42,7 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
+from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64, Header, String
@@ -69,6 +71,7 @@ RELIABILITY_CHECK_PERIOD_S = 0.5  # how soon `auto` follows a camera publisher a
 BAD_FRAME_WARNING_PERIOD_S = 5.0  # at most one bad-frame warning per camera in this period
 WORKER_CHECK_PERIOD_S = 0.5  # how soon the watchdog restarts a dead inference worker
 WORKER_FAILURE_LOG_PERIOD_S = 5.0  # repeated worker failures: at most one log line per period
+SIGNAL_CHECK_PERIOD_S = 0.2  # main() looks at SIGINT/SIGTERM at least this often
 # FAULT-INJECTION TEST HOOK, used by test/test_node_faults.py only. When this environment
 # variable is set to an id, a frame whose header.frame_id equals it makes the worker's batch
 # raise InjectedFault, and one whose frame_id is "<id>:kill" ends the worker thread. Unset (as
@@ -125,6 +128,20 @@ class SegmentationNode(Node):
 
     def __init__(self, node_name: str = "segmentation_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        # What destroy_node needs, set before anything can fail: a start-up error destroys the
+        # half-built node here, so no rcl handle outlives the context (SIGSEGV at exit).
+        self._cond = threading.Condition()
+        self._stop = False
+        self._worker: threading.Thread | None = None
+        self.cameras: list[_Camera] = []
+        try:
+            self._start()
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    def _start(self) -> None:
+        """Declare and check parameters, load the model, create the ROS interfaces, start work."""
         declared = self.declare_parameters("", [
             ("image_topics", ["/camera/image_raw"], _descriptor(
                 "Input image topics; '.../compressed' topics carry CompressedImage, others "
@@ -230,9 +247,6 @@ class SegmentationNode(Node):
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         classes_msg = String(data=labels.classes_yaml(meta.class_names, self._palette))
-        self._cond = threading.Condition()
-        self._stop = False
-        self.cameras: list[_Camera] = []
         for topic in topics:
             ns = image_io.output_namespace(topic)
             cam = _Camera(
@@ -248,12 +262,12 @@ class SegmentationNode(Node):
                 classes=self.create_publisher(String, f"{ns}/classes", latched),
                 reliability=self._wanted_reliability(topic) or ReliabilityPolicy.BEST_EFFORT,
             )
+            self.cameras.append(cam)  # from here on destroy_node closes its monitor
             cam.classes.publish(classes_msg)
             if p["tc_monitor"]:
                 from etc_ros.tc_monitor import LiveTCMonitor
                 cam.monitor = LiveTCMonitor(meta.num_classes)
             self._subscribe(cam)
-            self.cameras.append(cam)
 
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
@@ -352,8 +366,8 @@ class SegmentationNode(Node):
 
     def _worker_failed(self, cameras: list[_Camera], exc: BaseException) -> None:
         """A batch raised: ERROR on these cameras' next status; traceback once per cause."""
-        if not self.context.ok():
-            return  # shutting down: publishing after the context is gone is expected
+        if self._stop:
+            return  # stopping: destroy_node is about to take the publishers away
         cause = _cause(exc)
         for cam in cameras:
             cam.stats.on_failure(cause)
@@ -498,15 +512,21 @@ class SegmentationNode(Node):
                 self._publish_latency = param.value
 
     def destroy_node(self) -> None:
-        """Stop the worker and monitors before the publishers they use go away."""
+        """Stop the worker and monitors before the publishers they use go away.
+
+        Idempotent: main() calls it before shutting the context down, and rclpy's shutdown
+        destroys every node of a context it shuts down (in-process users, tests).
+        """
         with self._cond:
             self._stop = True
             self._cond.notify()
             worker = self._worker  # the watchdog starts no other once _stop is set
-        worker.join()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
         for cam in self.cameras:
             if cam.monitor is not None:
                 cam.monitor.close()
+                cam.monitor = None
         super().destroy_node()
 
 
@@ -555,10 +575,33 @@ def _float_image(arr: np.ndarray, header: Header) -> Image:
     return msg
 
 
+class _StopRequest:
+    """SIGINT/SIGTERM only set a flag; main() then stops everything in order.
+
+    rclpy's own handlers shut the context down from a signal thread while the worker may be
+    publishing (its publish then fails: a traceback at exit); this handler takes no lock and
+    raises nothing, so a second signal during the clean-up is harmless too.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console script `segmentation_node`; start-up problems are one line and exit code 1."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = None
+    """Console script `segmentation_node`; start-up problems are one line and exit code 1.
+
+    Stopping (SIGINT, SIGTERM, or the context shut down by someone else) is ordered: the
+    worker stops, then the node and its publishers go, then the context; exit code 0.
+    """
+    stop = _StopRequest()
+    rclpy.init(args=sys.argv if argv is None else argv,
+               signal_handler_options=SignalHandlerOptions.NO)
+    node = executor = None
     try:
         node = SegmentationNode()
         # One executor thread is enough (callbacks only park frames; inference has its own
@@ -566,13 +609,18 @@ def main(argv: list[str] | None = None) -> int:
         # which races with a second executor thread building its wait set (InvalidHandle).
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop.requested:
+            executor.spin_once(timeout_sec=SIGNAL_CHECK_PERIOD_S)
     except (StartupError, CheckpointError, ParameterException, ValueError) as exc:
         print(f"segmentation_node: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     finally:
+        # Explicitly, in this order: nothing rcl may be left for the garbage collector to
+        # destroy after the context is gone (that crashes at exit).
+        if executor is not None:
+            executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

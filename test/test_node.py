@@ -8,6 +8,7 @@ Waits have generous timeouts only as hang guards; nothing here asserts on speed 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ import rclpy
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -464,3 +465,82 @@ def test_reliable_and_best_effort_publishers_at_vga_720p_1080p(checkpoint, tmp_p
         assert all(result[size][k] > 0 for k in ("rel", "be", "overlay")), (result, node_out)
     assert node.returncode == 0, node_out
     assert "Traceback" not in node_out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_node_process_stops_cleanly_while_publishing(checkpoint, sig):
+    """Ctrl-C or `kill` while the worker is busy publishing 720p outputs: exit 0, no traceback.
+
+    The camera keeps sending until the node has exited, so the signal lands mid-stream.
+    """
+    node = subprocess.Popen(
+        [sys.executable, "-m", "etc_ros.node", "--ros-args",
+         "-p", "image_topics:=['/stop/image_raw']", "-p", f"model_path:={checkpoint}",
+         "-p", "device:=cpu", "-p", "input_reliability:=reliable"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        client = Client(context)
+        client.listen("/stop/segmentation/label", Image)
+        client.listen("/stop/segmentation/overlay", Image, BEST_EFFORT)  # more to publish
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(client.node)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        pub = client.node.create_publisher(Image, "/stop/image_raw", RELIABLE)
+        frame = image_io.rgb8_to_image(_rgb(720, 1280))
+        wait = time.monotonic() + 300
+        while len(client.got("/stop/segmentation/label")) < 5:  # serving, many frames in
+            assert node.poll() is None and time.monotonic() < wait, node.communicate()[0]
+            pub.publish(frame)
+            time.sleep(0.02)
+        node.send_signal(sig)
+        stop_by = time.monotonic() + 60
+        while node.poll() is None and time.monotonic() < stop_by:
+            pub.publish(frame)
+            time.sleep(0.02)
+        executor.shutdown()
+    finally:
+        if node.poll() is None:
+            node.kill()
+        out, _ = node.communicate()
+        rclpy.shutdown(context=context)
+    assert node.returncode == 0, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+
+
+def test_context_shutdown_stops_the_worker_before_its_publishers_go(checkpoint):
+    """Someone else shuts the context down mid-stream (an in-process user): the worker is
+    stopped before the node is destroyed, so nothing fails and nothing is counted."""
+    context = Context()
+    rclpy.init(context=context)
+    seg = SegmentationNode(context=context, parameter_overrides=[
+        Parameter("image_topics", value=["/ext/image_raw"]),
+        Parameter("model_path", value=str(checkpoint)), Parameter("device", value="cpu"),
+        Parameter("input_reliability", value="reliable")])
+    client = Client(context)
+    client.listen("/ext/segmentation/label", Image)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(seg)
+    executor.add_node(client.node)
+
+    def spin() -> None:
+        with contextlib.suppress(ExternalShutdownException):  # how spin() learns of it
+            executor.spin()
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    pub = client.node.create_publisher(Image, "/ext/image_raw", RELIABLE)
+    frame = image_io.rgb8_to_image(_rgb(480, 640))
+    wait = time.monotonic() + 120
+    while len(client.got("/ext/segmentation/label")) < 3:
+        assert time.monotonic() < wait, "no labels"
+        pub.publish(frame)
+        time.sleep(0.02)
+    worker = seg._worker
+    pub.publish(frame)  # in flight while the context goes
+    rclpy.shutdown(context=context)
+    spinner.join(30)
+    assert not spinner.is_alive()
+    assert worker is not None and not worker.is_alive()
+    assert seg.cameras[0].stats.failures == 0
+    executor.shutdown()
