@@ -4,6 +4,7 @@ Tiny on purpose (64x128, two iterations, two short training sequences): this che
 runs and its files are right, not that it learns.
 """
 
+import argparse
 import csv
 import json
 import os
@@ -237,3 +238,12 @@ def test_set_overrides_config_keys_as_yaml() -> None:
         train._parse_sets(["seed"])
     with pytest.raises(train.ConfigError, match="not valid YAML"):
         train._parse_sets(["seed=[1"])
+
+
+def test_set_survives_flags_that_were_not_given() -> None:
+    """`--set iters=600` without --max-iters trains 600 iterations; a given flag still wins."""
+    args = argparse.Namespace(set=["iters=600", "batch_size=8", "lr=0.02"], data_root=None,
+                              max_iters=None, batch_size=None, allow_weak_teacher=None)
+    assert train._overrides(args) == {"iters": 600, "batch_size": 8, "lr": 0.02}
+    args.max_iters, args.data_root = 50, "d"
+    assert train._overrides(args) == {"iters": 50, "batch_size": 8, "lr": 0.02, "data_root": "d"}

@@ -725,6 +725,14 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from --set and the flags; a flag given wins over --set of its key,
+    and one not given leaves the --set value alone."""
+    flags = {"data_root": args.data_root, "iters": args.max_iters,
+             "batch_size": args.batch_size, "allow_weak_teacher": args.allow_weak_teacher}
+    return {**_parse_sets(args.set), **{k: v for k, v in flags.items() if v is not None}}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; config and data errors print one line and exit 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -745,10 +753,7 @@ def main(argv: list[str] | None = None) -> int:
                              "workers=4, teacher_checkpoint=runs/t/best.safetensors)")
     args = parser.parse_args(argv)
     try:
-        overrides = _parse_sets(args.set)
-        cfg = load_config(args.config, **{**overrides, **{
-            "data_root": args.data_root, "iters": args.max_iters, "batch_size": args.batch_size,
-            "allow_weak_teacher": args.allow_weak_teacher}})
+        cfg = load_config(args.config, **_overrides(args))
         out = args.out or Path("runs") / Path(args.config).stem
         out.mkdir(parents=True, exist_ok=True)
         train(cfg, out, args.device, args.resume)
