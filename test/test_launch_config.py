@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -84,6 +87,36 @@ def test_fastdds_profile_has_a_32mb_shared_memory_segment():
     assert sizes and max(sizes) >= 32 * 1024 * 1024
     default = root.find(".//d:participant[@is_default_profile='true']", ns)
     assert default is not None
+
+
+# A node's process: which Fast DDS threads does its participant run?
+_THREADS = """
+import os, rclpy
+from rclpy.node import Node
+rclpy.init()
+node = Node("profile_probe")
+names = {open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")}
+print(",".join(sorted(names)))
+node.destroy_node()
+rclpy.shutdown()
+"""
+
+
+@pytest.mark.parametrize("profile", [True, False], ids=["with profile", "Fast DDS default"])
+def test_fastdds_profile_turns_the_type_lookup_service_off(profile):
+    """No TypeLookup threads with our profile (they race with participant teardown: SIGSEGV).
+
+    The run without the profile shows that Fast DDS starts them by default, so the check is
+    looking at the right threads ("dds.tls.*").
+    """
+    env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
+    if profile:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_shm.xml")
+    out = subprocess.run([sys.executable, "-c", _THREADS], env=env, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    threads = out.strip().splitlines()[-1].split(",")
+    assert any(t.startswith("dds.") for t in threads), threads  # a participant is running
+    assert any(t.startswith("dds.tls") for t in threads) is not profile, threads
 
 
 def test_rviz_config_shows_input_overlay_and_color():
