@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import array
 import os
-import signal
 import sys
 import threading
 import time
@@ -54,6 +53,7 @@ from etc_ros.diagnostics import CameraStats
 from etc_ros.errors import one_line
 from etc_ros.resources import resource
 from etc_ros.segmenter import SegmentationResult, Segmenter, resolve_device
+from etc_ros.shutdown import StopRequest
 
 DEFAULT_MODEL = resource("weights", "student_etc.safetensors")
 # Parameters that only take effect when the node (re)builds subscriptions or the model.
@@ -71,7 +71,6 @@ RELIABILITY_CHECK_PERIOD_S = 0.5  # how soon `auto` follows a camera publisher a
 BAD_FRAME_WARNING_PERIOD_S = 5.0  # at most one bad-frame warning per camera in this period
 WORKER_CHECK_PERIOD_S = 0.5  # how soon the watchdog restarts a dead inference worker
 WORKER_FAILURE_LOG_PERIOD_S = 5.0  # repeated worker failures: at most one log line per period
-SIGNAL_CHECK_PERIOD_S = 0.2  # main() looks at SIGINT/SIGTERM at least this often
 # FAULT-INJECTION TEST HOOK, used by test/test_node_faults.py only. When this environment
 # variable is set to an id, a frame whose header.frame_id equals it makes the worker's batch
 # raise InjectedFault, and one whose frame_id is "<id>:kill" ends the worker thread. Unset (as
@@ -575,30 +574,13 @@ def _float_image(arr: np.ndarray, header: Header) -> Image:
     return msg
 
 
-class _StopRequest:
-    """SIGINT/SIGTERM only set a flag; main() then stops everything in order.
-
-    rclpy's own handlers shut the context down from a signal thread while the worker may be
-    publishing (its publish then fails: a traceback at exit); this handler takes no lock and
-    raises nothing, so a second signal during the clean-up is harmless too.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console script `segmentation_node`; start-up problems are one line and exit code 1.
 
     Stopping (SIGINT, SIGTERM, or the context shut down by someone else) is ordered: the
     worker stops, then the node and its publishers go, then the context; exit code 0.
     """
-    stop = _StopRequest()
+    stop = StopRequest()
     rclpy.init(args=sys.argv if argv is None else argv,
                signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
@@ -609,8 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         # which races with a second executor thread building its wait set (InvalidHandle).
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not stop.requested:
-            executor.spin_once(timeout_sec=SIGNAL_CHECK_PERIOD_S)
+        stop.spin(executor)
     except (StartupError, CheckpointError, ParameterException, ValueError) as exc:
         print(f"segmentation_node: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

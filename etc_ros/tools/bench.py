@@ -61,19 +61,26 @@ GPU_BACKENDS = ("torch-fp16", "ort-cuda", "ort-trt")
 def run_relay(input_topic: str, output_topic: str) -> int:
     """Republish every Image unchanged (same header) with the node's QoS: DDS cost, no model."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image
 
-    rclpy.init(args=sys.argv)
+    from etc_ros.shutdown import StopRequest
+
+    stop = StopRequest()  # no publish racing a context shut down by a signal thread
+    rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node = Node("bench_relay")
+    executor = SingleThreadedExecutor()
     pub = node.create_publisher(Image, output_topic, _qos(2))
     node.create_subscription(Image, input_topic, pub.publish, _qos(1))
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor.add_node(node)
+        stop.spin(executor)
+    except ExternalShutdownException:
         pass
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
