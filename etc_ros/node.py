@@ -51,7 +51,7 @@ from etc_ros.backends import BACKENDS
 from etc_ros.checkpoint import CheckpointError
 from etc_ros.diagnostics import CameraStats
 from etc_ros.errors import one_line
-from etc_ros.resources import resource
+from etc_ros.resources import resource, use_fastdds_profile
 from etc_ros.segmenter import SegmentationResult, Segmenter, resolve_device
 from etc_ros.shutdown import StopRequest
 
@@ -581,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     worker stops, then the node and its publishers go, then the context; exit code 0.
     """
     stop = StopRequest()
+    use_fastdds_profile()  # also under a bare `ros2 run`, which has no launch file to set it
     rclpy.init(args=sys.argv if argv is None else argv,
                signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None

@@ -8,6 +8,7 @@ directory and the checkout holds the same files.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE = "etc_ros"
@@ -39,3 +40,15 @@ def resource(folder: str, name: str) -> Path:
     share = share_dir()
     base = share / folder if share is not None else _CHECKOUT_FOLDERS[folder]
     return base / name
+
+
+def use_fastdds_profile() -> None:
+    """Make Fast DDS load our profile (``config/fastdds_shm.xml``) unless one is already set.
+
+    It carries camera-sized frames whole over shared memory and turns off the TypeLookup service
+    (whose teardown race crashes a participant destroyed while answering a peer). Call it before
+    ``rclpy.init``: Fast DDS reads the variable when the first participant is created.
+    """
+    profile = resource("config", "fastdds_shm.xml")
+    if profile.is_file():
+        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))

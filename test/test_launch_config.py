@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -117,6 +118,38 @@ def test_fastdds_profile_turns_the_type_lookup_service_off(profile):
     threads = out.strip().splitlines()[-1].split(",")
     assert any(t.startswith("dds.") for t in threads), threads  # a participant is running
     assert any(t.startswith("dds.tls") for t in threads) is not profile, threads
+
+
+def _thread_names(pid: int) -> set[str]:
+    names = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.add((task / "comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return names
+
+
+def test_node_loads_the_profile_by_itself_under_a_bare_ros2_run(checkpoint: Path):
+    """`ros2 run etc_ros segmentation_node` sets no FASTDDS_DEFAULT_PROFILES_FILE; the node then
+    loads ours itself (no TypeLookup threads), so it is safe without the launch file too."""
+    env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
+    node = subprocess.Popen([sys.executable, "-m", "etc_ros.node", "--ros-args", "-p",
+                             f"model_path:={checkpoint}", "-p", "device:=cpu"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # The node logs "segmenting ..." once built; its participant (rclpy.init) came before.
+        for line in node.stderr:
+            if "segmenting" in line:
+                break
+        assert node.poll() is None, "the node exited before it was serving"
+        threads = _thread_names(node.pid)
+        assert any(t.startswith("dds.") for t in threads), threads  # a participant is running
+        assert not any(t.startswith("dds.tls") for t in threads), threads
+    finally:
+        node.send_signal(signal.SIGINT)
+        _, err = node.communicate(timeout=60)
+    assert node.returncode == 0, err[-2000:]
 
 
 def test_rviz_config_shows_input_overlay_and_color():

@@ -16,9 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from etc_ros.resources import resource
-
-FASTDDS_PROFILE = resource("config", "fastdds_shm.xml")
+from etc_ros.resources import use_fastdds_profile
 
 
 def setup_ros_env(default_domain: int, log_dir: Path) -> None:
@@ -29,8 +27,7 @@ def setup_ros_env(default_domain: int, log_dir: Path) -> None:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(default_domain))
     os.environ.setdefault("ROS_LOG_DIR", str(log_dir))
-    if FASTDDS_PROFILE.is_file():
-        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+    use_fastdds_profile()
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
