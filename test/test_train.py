@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torchvision.models import resnet18, resnet101
 
 from etc_ros.checkpoint import load_model
 from etc_ros.models import build_model
 from training import export, train
 from training.flow_cache import build_cache
+from training.pretrained import convert_state_dict, save_backbone
 from training.synthetic import generate_dataset
 from training.transforms import normalize
 
@@ -45,7 +47,7 @@ def _config(tmp: Path, name: str, data: Path, **changes: object) -> Path:
     raw.update(data_root=str(data), input_size=SIZE, crop_size=SIZE, batch_size=2, iters=2,
                val_every=2, val_sequences=1, workers=0, max_offset=2)
     raw.update(changes)
-    path = tmp / f"{name}.yaml"
+    path = tmp / f"{Path(name).name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -103,6 +105,92 @@ def test_lite2_teacher_config_trains_from_its_imagenet_backbone(data: Path, tmp_
     _, meta = load_model(run / "best.safetensors")
     assert meta.architecture == "pspnet_effnet_lite2"
     assert meta.recipe["backbone_weights"].endswith("efficientnet_lite2.safetensors")
+
+
+# ---------------------------------------------------------------- every other shipped config
+
+SHIPPED_ELSEWHERE = {"student_baseline", "student_tl", "student_etc", "teacher", "teacher_lite2"}
+OTHER_CONFIGS = sorted(str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.rglob("*.yaml")
+                       if str(p.relative_to(CONFIGS).with_suffix("")) not in SHIPPED_ELSEWHERE)
+
+
+@pytest.fixture(scope="module")
+def cityscapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cityscapes layout (30-frame snippets labelled on their 20th frame: two to train on, one
+    to validate on) + flow."""
+    root = tmp_path_factory.mktemp("cityscapes")
+    rng = np.random.default_rng(0)
+    label_ids = np.full(SIZE, 7, np.uint8)  # road, with car (26) and sky (23) bands
+    label_ids[: SIZE[0] // 3], label_ids[:, : SIZE[1] // 4] = 23, 26
+    for split, city, snippets in (("train", "bremen", 2), ("val", "aachen", 1)):
+        frames = root / "leftImg8bit_sequence" / split / city
+        labels = root / "gtFine" / split / city
+        frames.mkdir(parents=True)
+        labels.mkdir(parents=True)
+        for snippet in range(1, snippets + 1):
+            base = rng.integers(0, 255, (*SIZE, 3), dtype=np.uint8)
+            for f in range(30):
+                cv2.imwrite(str(frames / f"{city}_{snippet:06d}_{f:06d}_leftImg8bit.png"),
+                            np.roll(base, f, axis=1))
+            cv2.imwrite(str(labels / f"{city}_{snippet:06d}_000019_gtFine_labelIds.png"),
+                        label_ids)
+    build_cache(root, "train", layout="cityscapes", max_offset=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def resnet_backbones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """torchvision-layout ResNet-18/101 state dicts (random: the GPU machines hold ImageNet's),
+    through the same conversion as ``python -m training.pretrained --from-pth``."""
+    out = tmp_path_factory.mktemp("backbones")
+    files = {}
+    for name, net in (("resnet18", resnet18), ("resnet101", resnet101)):
+        files[name] = out / f"{name}.safetensors"
+        save_backbone(convert_state_dict(net().state_dict(), name), files[name], name, "test")
+    return files
+
+
+def _tiny_run(name: str, tmp: Path, data: Path, cityscapes: Path, backbones: dict[str, Path],
+              teacher: Path | None = None) -> Path:
+    """Two iterations of ``configs/<name>.yaml`` on tiny data of its own layout; the run."""
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    changes: dict[str, object] = {}
+    if raw["dataset"] == "cityscapes":
+        data = cityscapes
+        changes["backbone_weights"] = str(backbones[Path(raw["backbone_weights"]).stem])
+    if raw.get("teacher_checkpoint"):
+        changes.update(teacher_checkpoint=str(teacher), allow_weak_teacher=True,
+                       teacher_cache_dir=str(tmp / "teacher_cache"))
+    run = tmp / "run"
+    assert _run(_config(tmp, name, data, **changes), run) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def cityscapes_teacher_run(data: Path, cityscapes: Path, resnet_backbones: dict[str, Path],
+                           tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tiny_run("gpu/cityscapes_teacher", tmp_path_factory.mktemp("cs_teacher"), data,
+                     cityscapes, resnet_backbones)
+
+
+@pytest.mark.parametrize("name", OTHER_CONFIGS)
+def test_every_other_config_runs_tiny(name: str, data: Path, teacher: Path, cityscapes: Path,
+                                      resnet_backbones: dict[str, Path],
+                                      cityscapes_teacher_run: Path, tmp_path: Path) -> None:
+    """Ablation and GPU configs, two iterations each on tiny data of their own layout; the
+    Cityscapes students distil from the tiny run of the Cityscapes teacher config."""
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    if name == "gpu/cityscapes_teacher":
+        run = cityscapes_teacher_run
+    else:
+        own_teacher = (cityscapes_teacher_run / "best.safetensors"
+                       if raw["dataset"] == "cityscapes" else teacher)
+        run = _tiny_run(name, tmp_path, data, cityscapes, resnet_backbones, own_teacher)
+    _, meta = load_model(run / "best.safetensors")
+    assert meta.architecture == raw["arch"] and meta.input_size == tuple(SIZE)
+    assert meta.recipe["loss_weights"] == raw["loss_weights"]
+    logged = {n.removeprefix("train/") for _, n, _ in _metrics(run) if n.startswith("train/")}
+    assert logged == set(raw["loss_weights"]) | {"total", "lr"}
 
 
 def test_ddp_two_processes_gloo(data: Path, tmp_path: Path) -> None:

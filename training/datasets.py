@@ -331,14 +331,29 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _clip_indices(self, seq: VideoSequence, t: int, k: int) -> list[int]:
+        last = len(seq.frames) - 1
+        return [min(max(t + o * k, 0), last) for o in self.offsets]
+
+    def frames_drawn(self) -> list[list[int]]:
+        """Per sequence, every frame index a clip can contain (all k in 1..max_offset).
+
+        Cityscapes labels one frame in 30, so its clips touch 2 x max_offset + 1 of them: what
+        the teacher cache needs, and no more.
+        """
+        drawn: list[set[int]] = [set() for _ in self.sequences]
+        for s, t in self.items:
+            for k in range(1, self.max_offset + 1):
+                drawn[s].update(self._clip_indices(self.sequences[s], t, k))
+        return [sorted(d) for d in drawn]
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         # Seeded from torch's RNG, which DataLoader seeds distinctly per worker and epoch.
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         s, t = self.items[index]
         seq = self.sequences[s]
         k = int(rng.integers(1, self.max_offset + 1))
-        last = len(seq.frames) - 1
-        idx = [min(max(t + o * k, 0), last) for o in self.offsets]
+        idx = self._clip_indices(seq, t, k)
         frames = [read_rgb(seq.frames[i]) for i in idx]
         label = read_label(seq.labels[t], seq.label_format, self.num_classes)
         key_shape = frames[self.key].shape[:2]

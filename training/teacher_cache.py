@@ -1,4 +1,4 @@
-"""The teacher's soft targets and features, computed once per training frame and reused.
+"""The teacher's soft targets and features, computed once per clip frame and reused.
 
 Distillation needs the frozen teacher on every clip frame of every step; running it online makes
 ETC training several times the baseline's cost (the teacher is bigger and runs at >= 2x the
@@ -7,11 +7,14 @@ and flipped, and stored in float16:
 
     <cache_dir>/<key>/manifest.json            written last: a cache without it is incomplete
     <cache_dir>/<key>/<sequence index>.safetensors
-        logits (F, C, H/4, W/4) and features (F, D, H/16, W/16), one row per frame
+        logits (F, C, H/4, W/4) and features (F, D, H/16, W/16), one row per frame that a
+        training clip can draw (``ClipDataset.frames_drawn``: every frame of the synthetic
+        data, 2 x max_offset + 1 of Cityscapes' 30), in frame order; the manifest lists them
 
-(H, W) is the teacher's input size. ``key`` hashes the teacher checkpoint's bytes, every training
-frame's bytes and the target parameters (scales, flip, strides), so a new teacher, regenerated
-data or other scales give a new key and a rebuild; stale entries are deleted.
+(H, W) is the teacher's input size. ``key`` hashes the teacher checkpoint's bytes, those frames'
+indices and bytes and the target parameters (scales, flip, strides), so a new teacher,
+regenerated data, another max_offset or other scales give a new key and a rebuild; stale entries
+are deleted.
 
 Why whole frames and not clips: training draws a random scale, crop and flip per clip, so a
 cached *crop* would be reused with the wrong geometry. Targets are cached for the whole frame
@@ -43,10 +46,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointMeta, load_checkpoint
-from training.datasets import VideoSequence, read_rgb
+from training.datasets import ClipDataset, read_rgb
 from training.transforms import normalize
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: only the frames clips draw, listed in the manifest
 LOGIT_STRIDE = 4  # cached logits at teacher input / 4 (the teacher's own logits are at / 8)
 FEATURE_STRIDE = 16  # cached features at teacher input / 16 (pooled further for affinities)
 
@@ -87,18 +90,19 @@ def check_teacher_gate(teacher_meta: CheckpointMeta, teacher_path: str,
             f"mIoU (+{gain:.1f})")
 
 
-def cache_key(teacher_path: str | Path, sequences: Sequence[VideoSequence],
-              scales: Sequence[float], flip: bool) -> str:
-    """Hash of the teacher file, every frame file's bytes (in order) and the target parameters."""
+def cache_key(teacher_path: str | Path, clips: ClipDataset, scales: Sequence[float],
+              flip: bool) -> str:
+    """Hash of the teacher file, the drawn frames' indices and bytes (in order) and the target
+    parameters."""
     h = hashlib.sha256()
     h.update(json.dumps({"version": CACHE_VERSION, "scales": list(scales), "flip": flip,
                          "strides": [LOGIT_STRIDE, FEATURE_STRIDE]}).encode())
     h.update(Path(teacher_path).read_bytes())
-    for seq in sequences:
+    for seq, drawn in zip(clips.sequences, clips.frames_drawn(), strict=True):
         h.update(seq.name.encode())
-        for frame in seq.frames:
-            h.update(frame.name.encode())
-            h.update(frame.read_bytes())
+        for i in drawn:
+            h.update(f"{i}:{seq.frames[i].name}".encode())
+            h.update(seq.frames[i].read_bytes())
     return h.hexdigest()[:20]
 
 
@@ -133,12 +137,11 @@ def teacher_targets(teacher: nn.Module, frames: torch.Tensor, input_size: tuple[
 
 
 def build_cache(teacher: nn.Module, teacher_path: str | Path, meta: CheckpointMeta,
-                sequences: Sequence[VideoSequence], cache_dir: str | Path,
-                scales: Sequence[float], flip: bool, device: torch.device,
-                batch_size: int = 4) -> Path:
-    """The cache folder for this teacher + data + parameters, built now if it is missing."""
+                clips: ClipDataset, cache_dir: str | Path, scales: Sequence[float], flip: bool,
+                device: torch.device, batch_size: int = 4) -> Path:
+    """The cache folder for this teacher + clips' frames + parameters, built now if missing."""
     cache_dir = Path(cache_dir)
-    key = cache_key(teacher_path, sequences, scales, flip)
+    key = cache_key(teacher_path, clips, scales, flip)
     out = cache_dir / key
     if (out / "manifest.json").is_file():
         return out
@@ -147,12 +150,15 @@ def build_cache(teacher: nn.Module, teacher_path: str | Path, meta: CheckpointMe
     tmp.mkdir(parents=True)
     teacher.eval()
     sizes = []
-    total = sum(len(s.frames) for s in sequences)
-    with tqdm(total=total, desc="teacher targets", leave=False) as bar:
-        for i, seq in enumerate(sequences):
+    frames = clips.frames_drawn()
+    with tqdm(total=sum(map(len, frames)), desc="teacher targets", leave=False) as bar:
+        for i, (seq, drawn) in enumerate(zip(clips.sequences, frames, strict=True)):
+            if not drawn:  # an unlabelled sequence: no clip comes from it
+                sizes.append(None)
+                continue
             logits, feats, size = [], [], None
-            for start in range(0, len(seq.frames), batch_size):
-                rgb = [read_rgb(p) for p in seq.frames[start : start + batch_size]]
+            for start in range(0, len(drawn), batch_size):
+                rgb = [read_rgb(seq.frames[f]) for f in drawn[start : start + batch_size]]
                 size = rgb[0].shape[:2]
                 x = normalize(rgb).to(device)
                 lg, ft = teacher_targets(teacher, x, meta.input_size, scales, flip)
@@ -164,7 +170,8 @@ def build_cache(teacher: nn.Module, teacher_path: str | Path, meta: CheckpointMe
                        "features": torch.cat(feats).contiguous()},
                       str(tmp / f"{i:05d}.safetensors"))
     manifest = {"key": key, "version": CACHE_VERSION, "teacher": str(teacher_path),
-                "sequences": [s.name for s in sequences], "frame_sizes": sizes,
+                "sequences": [s.name for s in clips.sequences], "frames": frames,
+                "frame_sizes": sizes,
                 "scales": list(scales), "flip": flip, "teacher_input_size": list(meta.input_size)}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     for stale in cache_dir.iterdir():  # other keys: an older teacher or older data
@@ -211,7 +218,9 @@ class TeacherTargetDataset(Dataset):
         self.clips = clips
         self.cache = Path(cache)
         manifest: dict[str, Any] = json.loads((self.cache / "manifest.json").read_text())
-        self.frame_sizes = [tuple(s) for s in manifest["frame_sizes"]]
+        self.frame_sizes = [None if s is None else tuple(s) for s in manifest["frame_sizes"]]
+        # frame index -> row of its sequence's file
+        self.rows = [{f: row for row, f in enumerate(drawn)} for drawn in manifest["frames"]]
         self.crop_size = crop_size
 
     def __len__(self) -> int:
@@ -230,9 +239,10 @@ class TeacherTargetDataset(Dataset):
         logits, valid, feats = [], [], []
         with safe_open(str(self.cache / f"{seq:05d}.safetensors"), framework="pt") as f:
             for i in frames:
-                lg, ok = sample_cached(f.get_slice("logits")[i], self.frame_sizes[seq], geometry,
+                row = self.rows[seq][i]
+                lg, ok = sample_cached(f.get_slice("logits")[row], self.frame_sizes[seq], geometry,
                                        self.crop_size, (max(1, h // 4), max(1, w // 4)))
-                ft, _ = sample_cached(f.get_slice("features")[i], self.frame_sizes[seq],
+                ft, _ = sample_cached(f.get_slice("features")[row], self.frame_sizes[seq],
                                       geometry, self.crop_size, (max(1, h // 8), max(1, w // 8)))
                 logits.append(lg)
                 valid.append(ok)

@@ -597,16 +597,16 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
         raise ConfigError(f"only {len(dataset)} labelled training frames for batch size "
                           f"{cfg.batch_size} x {ddp.world} processes")
     if cfg.teacher_checkpoint is not None:
-        # Soft targets and features of every training frame, once (rank 0 builds, all read).
+        # Teacher outputs for every frame a clip can draw, once (rank 0 builds, all read).
         cache_dir = Path(cfg.teacher_cache_dir or Path(cfg.data_root) / "teacher_cache"
                          / cfg.train_split)
         if ddp.main:
             teacher, teacher_meta = load_teacher(cfg, ddp.device)
-            build_cache(teacher, cfg.teacher_checkpoint, teacher_meta, train_seqs, cache_dir,
+            build_cache(teacher, cfg.teacher_checkpoint, teacher_meta, dataset, cache_dir,
                         cfg.teacher_scales, cfg.teacher_flip, ddp.device)
             del teacher
         ddp.barrier()
-        key = cache_key(cfg.teacher_checkpoint, train_seqs, cfg.teacher_scales, cfg.teacher_flip)
+        key = cache_key(cfg.teacher_checkpoint, dataset, cfg.teacher_scales, cfg.teacher_flip)
         dataset = TeacherTargetDataset(dataset, cache_dir / key, cfg.crop_size)
     validator = None
     if cfg.val_split is not None and ddp.main:
