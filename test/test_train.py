@@ -327,6 +327,16 @@ def test_bad_config_gives_one_clear_error(changes: dict, message: str, data: Pat
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+def test_diverged_loss_is_one_line_with_the_frozen_bn_hint(data: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    config = _config(tmp_path, "student_baseline", data, lr=1e8, freeze_bn=True, iters=4,
+                     val_every=4)
+    assert _run(config, tmp_path / "run") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: loss is (nan|inf) at step [1-3]; .*frozen BN needs a lower "
+                        r"backbone LR.*", err), err
+
+
 def test_set_overrides_config_keys_as_yaml() -> None:
     assert train._parse_sets(["seed=3", "teacher_scales=[1.0, 1.25]", "teacher_cache_dir=a/b"]) \
         == {"seed": 3, "teacher_scales": [1.0, 1.25], "teacher_cache_dir": "a/b"}
