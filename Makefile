@@ -72,8 +72,11 @@ train: venv
 	    etc="$(PY) -m training.train --config training/configs/student_etc.yaml --data-root $(DATA) \
 	        --out runs/student_etc_s$$s --set seed=$$s \
 	        --set teacher_gate_reference=runs/student_tl_s$$s/best.safetensors"; \
-	    $$etc || { echo "teacher gate refused (seed $$s): distilling anyway, see README" \
-	        | tee -a runs/gate.log; $$etc --allow-weak-teacher || exit 1; }; \
+	    $$etc; rc=$$?; \
+	    if [ $$rc -eq 3 ]; then \
+	        echo "teacher gate refused (seed $$s): distilling anyway, see README" | tee -a runs/gate.log; \
+	        $$etc --allow-weak-teacher || exit 1; \
+	    elif [ $$rc -ne 0 ]; then exit 1; fi; \
 	done
 	$(MAKE) export
 

@@ -327,6 +327,17 @@ def test_bad_config_gives_one_clear_error(changes: dict, message: str, data: Pat
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
+def test_teacher_gate_refusal_has_its_own_exit_code(data: Path, teacher: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    """`make train` distils anyway on exit 3 only; any other failure stops it."""
+    config = _config(tmp_path, "student_etc", data, teacher_checkpoint=str(teacher),
+                     teacher_gate_reference=str(teacher),  # the teacher is not 3 mIoU above itself
+                     teacher_cache_dir=str(tmp_path / "cache"))
+    assert _run(config, tmp_path / "run") == train.EXIT_TEACHER_GATE == 3
+    assert "allow_weak_teacher" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert _run(config, tmp_path / "run", "--allow-weak-teacher") == 0
+
+
 def test_diverged_loss_is_one_line_with_the_frozen_bn_hint(data: Path, tmp_path: Path,
                                                           capsys) -> None:
     config = _config(tmp_path, "student_baseline", data, lr=1e8, freeze_bn=True, iters=4,

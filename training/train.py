@@ -94,6 +94,9 @@ STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 
 
+EXIT_TEACHER_GATE = 3
+
+
 class TrainingDiverged(Exception):
     """The loss stopped being finite; the message is one line with what to change."""
 
@@ -742,7 +745,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; config and data errors and a diverged loss print one line, exit 2."""
+    """CLI entry point; config and data errors and a diverged loss print one line and exit 2,
+    a teacher refused by the gate exits 3."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML file (training/configs/*.yaml)")
     parser.add_argument("--data-root", help="override the config's data_root")
@@ -765,8 +769,11 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path("runs") / Path(args.config).stem
         out.mkdir(parents=True, exist_ok=True)
         train(cfg, out, args.device, args.resume)
+    except TeacherGateError as exc:  # its own code: `make train` distils anyway on this one
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_TEACHER_GATE
     except (ConfigError, DatasetError, CheckpointError, PretrainedWeightsUnavailable,
-            BackboneWeightsError, TeacherGateError, TrainingDiverged) as exc:
+            BackboneWeightsError, TrainingDiverged) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 0
