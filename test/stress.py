@@ -32,6 +32,7 @@ CROSS_PROCESS_TESTS = (
     "test/test_node.py::test_flood_drops_frames_instead_of_queueing",
     "test/test_demo.py::test_demo_end_to_end",
     "test/test_demo.py::test_demo_node_failure_is_one_line",
+    "test/test_launch_config.py::test_node_loads_the_profile_by_itself_under_a_bare_ros2_run",
 )
 HOG = "while True: pass"
 
