@@ -609,12 +609,14 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
                          / cfg.train_split)
         if ddp.main:
             teacher, teacher_meta = load_teacher(cfg, ddp.device)
-            build_cache(teacher, cfg.teacher_checkpoint, teacher_meta, dataset, cache_dir,
-                        cfg.teacher_scales, cfg.teacher_flip, ddp.device)
+            cache = build_cache(teacher, cfg.teacher_checkpoint, teacher_meta, dataset,
+                                cache_dir, cfg.teacher_scales, cfg.teacher_flip, ddp.device)
             del teacher
+        else:  # the key hashes every drawn frame's bytes: only where it is not known yet
+            cache = cache_dir / cache_key(cfg.teacher_checkpoint, dataset, cfg.teacher_scales,
+                                          cfg.teacher_flip)
         ddp.barrier()
-        key = cache_key(cfg.teacher_checkpoint, dataset, cfg.teacher_scales, cfg.teacher_flip)
-        dataset = TeacherTargetDataset(dataset, cache_dir / key, cfg.crop_size)
+        dataset = TeacherTargetDataset(dataset, cache, cfg.crop_size)
     validator = None
     if cfg.val_split is not None and ddp.main:
         val_seqs = load_sequences(cfg.data_root, cfg.val_split, cfg.dataset)
@@ -680,9 +682,8 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
                 flow_bw=None if flows is None else flows[:, 1],
                 center=dataset.key, neighbor=dataset.neighbor, teacher_valid=teacher_valid)
         if not torch.isfinite(loss):
-            hint = ("; frozen BN needs a lower backbone LR (backbone_lr_mult 0.1 trains, 1.0 "
-                    "diverged at lr 0.02 and 0.01)" if cfg.freeze_bn and cfg.backbone_lr_mult > 0.1
-                    else "")
+            hint = ("; frozen BN needs a lower backbone LR (e.g. backbone_lr_mult 0.1)"
+                    if cfg.freeze_bn and cfg.backbone_lr_mult > 0.1 else "")
             raise TrainingDiverged(f"loss is {loss.item()} at step {step}; lower lr or check "
                                    f"data{hint}")
         optimizer.zero_grad(set_to_none=True)
