@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The shipped weights, on one GPU: synthetic streets (256x512), DIS flow cache, the teacher, then
-# baseline / TL / ETC students for every seed, each exported as the node's weights.
+# The synthetic ETC recipe on one GPU: synthetic streets (256x512), DIS flow cache, the teacher,
+# then baseline / TL / ETC students for every seed, each exported in the node's weights format.
 #
-#   training/recipes/synthetic_gpu.sh                  # defaults: the run behind the shipped weights
+#   training/recipes/synthetic_gpu.sh                  # the whole recipe, seeds 0 and 1
 #   DEVICE=cpu TRAIN_SEQS=2 ... training/recipes/synthetic_gpu.sh   # a smoke run
+#   STAGES="data students" ...; then STAGES="etc export" ...   # in two sittings
+#
+# It takes about 11 minutes on one H200 (README, "The GPU recipe"). STAGES picks which of its
+# four stages run (data, students, etc, export), so a machine that limits one command's time can
+# run it in two commands over the same folders.
 #
 # Same configs as the CPU recipe (training/configs/*.yaml: students 128x256, teacher 256x512),
 # more training sequences and iterations, a larger student batch, and the teacher's targets at
@@ -39,6 +44,13 @@ TL_WORKERS=${TL_WORKERS:-$(at_least_1 $(( CORES * 5 / 16 )))}
 ETC_WORKERS=${ETC_WORKERS:-$(at_least_1 $(( CORES / 2 - 1 )))}
 TEACHER_SCALES=${TEACHER_SCALES:-"[0.75, 1.0, 1.25]"}
 TEACHER_FLIP=${TEACHER_FLIP:-true}
+STAGES=${STAGES:-"data students etc export"}
+for st in $STAGES; do
+    case $st in data|students|etc|export) ;;
+        *) echo "synthetic_gpu.sh: unknown stage '$st' in STAGES (data students etc export)" >&2
+           exit 2 ;;
+    esac
+done
 
 mkdir -p "$OUT/export"
 stamp() { echo "[$(date +%T)] $*"; }
@@ -51,63 +63,78 @@ train() {  # train NAME CONFIG SEED WORKERS [train.py args...]; log in $OUT/NAME
         --set "val_every=$VAL_EVERY" "$@" >>"$OUT/$name.log" 2>&1
 }
 
+stage() {  # stage NAME: is NAME in STAGES?
+    [[ " $STAGES " == *" $1 "* ]]
+}
+
 wait_all() {  # wait for every pid given; fail if any failed
     local failed=0
     for pid in "$@"; do wait "$pid" || failed=1; done
     return $failed
 }
 
-stamp "data: $TRAIN_SEQS train + $VAL_SEQS val sequences x $FRAMES frames at 256x512"
-"$PY" -m training.synthetic --out "$DATA" --train "$TRAIN_SEQS" --val "$VAL_SEQS" --test 0 \
-    --frames "$FRAMES" --height 256 --width 512 --seed 0 --workers "$CORES"
-"$PY" -m training.flow_cache --data-root "$DATA" --split train --max-offset 3 --workers "$CORES"
+if stage data; then
+    stamp "data: $TRAIN_SEQS train + $VAL_SEQS val sequences x $FRAMES frames at 256x512"
+    "$PY" -m training.synthetic --out "$DATA" --train "$TRAIN_SEQS" --val "$VAL_SEQS" --test 0 \
+        --frames "$FRAMES" --height 256 --width 512 --seed 0 --workers "$CORES"
+    "$PY" -m training.flow_cache --data-root "$DATA" --split train --max-offset 3 \
+        --workers "$CORES"
+fi
 
-stamp "teacher + baseline and TL students (seeds: $SEEDS)"
-pids=()
-train teacher teacher 0 "$TEACHER_WORKERS" --max-iters "$TEACHER_ITERS" --batch-size "$TEACHER_BATCH" &
-pids+=($!)
-for s in $SEEDS; do
-    train "student_baseline_s$s" student_baseline "$s" "$BASELINE_WORKERS" \
-        --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" &
+if stage students; then
+    stamp "teacher + baseline and TL students (seeds: $SEEDS)"
+    pids=()
+    train teacher teacher 0 "$TEACHER_WORKERS" --max-iters "$TEACHER_ITERS" \
+        --batch-size "$TEACHER_BATCH" &
     pids+=($!)
-    train "student_tl_s$s" student_tl "$s" "$TL_WORKERS" \
-        --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" &
-    pids+=($!)
-done
-wait_all "${pids[@]}"
-
-stamp "ETC students"
-pids=()
-for s in $SEEDS; do
-    etc_args=(--max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH"
-              --set "teacher_checkpoint=$OUT/teacher/best.safetensors"
-              --set "teacher_gate_reference=$OUT/student_tl_s$s/best.safetensors"
-              --set "teacher_cache_dir=$OUT/teacher_cache_s$s"
-              --set "teacher_scales=$TEACHER_SCALES" --set "teacher_flip=$TEACHER_FLIP")
-    (
-        # The gate refuses a teacher that is not 3 val mIoU better than this seed's TL student
-        # (exit 3, like `make train`); then distil anyway and say so, rather than ship nothing.
-        rc=0
-        train "student_etc_s$s" student_etc "$s" "$ETC_WORKERS" "${etc_args[@]}" || rc=$?
-        if [ "$rc" -eq 3 ]; then
-            echo "teacher gate refused for seed $s: $(tail -1 "$OUT/student_etc_s$s.log")" \
-                | tee -a "$OUT/gate.log"
-            train "student_etc_s$s" student_etc "$s" "$ETC_WORKERS" "${etc_args[@]}" \
-                --allow-weak-teacher
-        else
-            exit "$rc"
-        fi
-    ) &
-    pids+=($!)
-done
-wait_all "${pids[@]}"
-
-stamp "export"
-"$PY" -m training.export --run "$OUT/teacher" --out "$OUT/export/teacher.safetensors" --name teacher
-for s in $SEEDS; do
-    for kind in baseline tl etc; do
-        "$PY" -m training.export --run "$OUT/student_${kind}_s$s" \
-            --out "$OUT/export/student_${kind}_s$s.safetensors" --name "student_$kind"
+    for s in $SEEDS; do
+        train "student_baseline_s$s" student_baseline "$s" "$BASELINE_WORKERS" \
+            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" &
+        pids+=($!)
+        train "student_tl_s$s" student_tl "$s" "$TL_WORKERS" \
+            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" &
+        pids+=($!)
     done
-done
+    wait_all "${pids[@]}"
+fi
+
+if stage etc; then
+    stamp "ETC students"
+    pids=()
+    for s in $SEEDS; do
+        etc_args=(--max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH"
+                  --set "teacher_checkpoint=$OUT/teacher/best.safetensors"
+                  --set "teacher_gate_reference=$OUT/student_tl_s$s/best.safetensors"
+                  --set "teacher_cache_dir=$OUT/teacher_cache_s$s"
+                  --set "teacher_scales=$TEACHER_SCALES" --set "teacher_flip=$TEACHER_FLIP")
+        (
+            # The gate refuses a teacher that is not 3 val mIoU better than this seed's TL student
+            # (exit 3, like `make train`); then distil anyway and say so, rather than ship nothing.
+            rc=0
+            train "student_etc_s$s" student_etc "$s" "$ETC_WORKERS" "${etc_args[@]}" || rc=$?
+            if [ "$rc" -eq 3 ]; then
+                echo "teacher gate refused for seed $s: $(tail -1 "$OUT/student_etc_s$s.log")" \
+                    | tee -a "$OUT/gate.log"
+                train "student_etc_s$s" student_etc "$s" "$ETC_WORKERS" "${etc_args[@]}" \
+                    --allow-weak-teacher
+            else
+                exit "$rc"
+            fi
+        ) &
+        pids+=($!)
+    done
+    wait_all "${pids[@]}"
+fi
+
+if stage export; then
+    stamp "export"
+    "$PY" -m training.export --run "$OUT/teacher" --out "$OUT/export/teacher.safetensors" \
+        --name teacher
+    for s in $SEEDS; do
+        for kind in baseline tl etc; do
+            "$PY" -m training.export --run "$OUT/student_${kind}_s$s" \
+                --out "$OUT/export/student_${kind}_s$s.safetensors" --name "student_$kind"
+        done
+    done
+fi
 stamp done
