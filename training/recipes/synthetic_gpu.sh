@@ -7,17 +7,17 @@
 #   STAGES="data students" ...; then STAGES="etc export" ...   # in two sittings
 #
 # It takes about 10-11 minutes on one H200 (the sum of its measured stages; README, "The GPU
-# recipe"). STAGES picks which of its
-# four stages run (data, students, etc, export), so a machine that limits one command's time can
-# run it in two commands over the same folders.
+# recipe"). STAGES picks which of its four stages run (data, students, etc, export), so a machine
+# that limits one command's time can run it in two commands over the same folders.
 #
-# Same configs as the CPU recipe (training/configs/*.yaml: students 128x256, teacher 256x512),
-# more training sequences and iterations, a larger student batch, and the teacher's targets at
-# three scales + flip. Small models leave a GPU mostly idle, so the teacher and the baseline/TL
-# students of all seeds train side by side, then the ETC students (which need the teacher and,
-# for the teacher gate, their seed's TL student) with more loader processes each. The val split is the CPU recipe's (the configs validate on its
-# first 4 sequences); sequences are seeded per (split, index), so the CPU recipe's test split
-# stays held out and `etc_ros.evaluate` can compare both recipes on it.
+# Same configs as the CPU recipe (training/configs/*.yaml: students 128x256, teacher 256x512), more
+# training sequences and iterations, a larger student batch, and the teacher's targets at three
+# scales + flip. Small models leave a GPU mostly idle, so the teacher and the baseline/TL students
+# of all seeds train side by side, then the ETC students (which need the teacher and, for the
+# teacher gate, their seed's TL student) with more loader processes each. The val split is the CPU
+# recipe's (the configs validate on its first 4 sequences); sequences are seeded per (split, index),
+# so the CPU recipe's test split stays held out and `etc_ros.evaluate` can compare both recipes on
+# it.
 set -euo pipefail
 
 PY=${PY:-python3}
