@@ -121,11 +121,11 @@ def check_schema(res: dict, frames: int, labelled: bool) -> None:
             assert m["miou"] is None
         assert len(m["per_class"]) == 19 and "road" in m["per_class"]
         for entry in m["per_class"].values():
-            assert set(entry) == {"iou", "tc"}
+            assert set(entry) == {"iou", "recall", "tc"}
             for v in entry.values():
                 assert v is None or (isinstance(v, float) and 0.0 <= v <= 100.0)
             if not labelled:
-                assert entry["iou"] is None
+                assert entry["iou"] is None and entry["recall"] is None
         assert any(e["tc"] is not None for e in m["per_class"].values())
         lat = m["latency_ms"]
         assert set(lat) == {"p50", "p95", "max"}
@@ -236,6 +236,7 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
     seg = Segmenter(models[0], device="cpu")
     inter = np.zeros(19)
     union = np.zeros(19)
+    labelled = np.zeros(19)
     for label_file in sorted((tmp_path / "ds" / "test").glob("*/labels/*.png")):
         bgr = cv2.imread(str(label_file.parent.parent / "images" / label_file.name))
         pred = seg.segment([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0].labels
@@ -243,12 +244,18 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
         for c in range(19):
             inter[c] += ((gt == c) & (pred == c)).sum()
             union[c] += (((gt == c) | (pred == c)) & (gt != 255)).sum()
+            labelled[c] += (gt == c).sum()
     got = res["models"][0]["per_class"]
     for c, name in enumerate(CITYSCAPES_CLASSES):
         if union[c]:
             assert got[name]["iou"] == pytest.approx(100 * inter[c] / union[c], abs=1e-3), name
         else:
             assert got[name]["iou"] is None, name
+        if labelled[c]:  # recall: share of the class's labelled pixels predicted as it
+            assert got[name]["recall"] == pytest.approx(100 * inter[c] / labelled[c],
+                                                        abs=1e-3), name
+        else:
+            assert got[name]["recall"] is None, name
 
 
 def test_keyframe_rows(tmp_path: Path, models: list[str]) -> None:
@@ -342,3 +349,20 @@ def test_cli_bad_checkpoint(good_bag: Path, tmp_path: Path) -> None:
 def test_cli_usage_errors(good_bag: Path, models: list[str]) -> None:
     assert_one_line_error(cli("--model", models[0], "--bag", str(good_bag)), "--topic")
     assert_one_line_error(cli("--bag", str(good_bag), "--topic", "/cam/image_raw"), "--model")
+
+
+def test_side_by_side_video_with_many_models(tmp_path: Path) -> None:
+    """13 models beside a wide frame once made a frame too wide for mp4v and lost the run."""
+    from etc_ros.labels import CITYSCAPES_PALETTE
+    from etc_ros.tools.report import SideBySideVideo
+    video = SideBySideVideo(tmp_path / "overlay.mp4", [f"model_{i}" for i in range(13)],
+                            [CITYSCAPES_PALETTE] * 13, strip_frames=frozenset({0}))
+    rgb = np.zeros((600, 868, 3), np.uint8)
+    for _ in range(3):
+        video.add(rgb, [np.zeros((600, 868), np.uint8)] * 13)
+    video.close()
+    cap = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
+    width = cap.get(cv2.CAP_PROP_FRAME_WIDTH)
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    assert 0 < width <= 4096
+    assert cv2.imread(str(tmp_path / "strip.png")).shape[1] == width

@@ -41,6 +41,7 @@ from etc_ros.tools.cli import EXIT_USAGE, Parser, fail
 from etc_ros.tools.metrics import (
     accumulate_confusion,
     class_iou,
+    class_recall,
     gt_classes,
     mean_iou,
     new_confusion,
@@ -318,9 +319,11 @@ def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
     run.series.tc_pixel_per_pair = list(zip(run.series.pair_frames, tc["per_frame_pixel"],
                                             strict=True))
     ious: list[float | None] = [None] * len(classes)
+    recalls: list[float | None] = [None] * len(classes)
     miou = None
     if run.labelled:
         ious = class_iou(run.confusion)
+        recalls = class_recall(run.confusion)
         miou = mean_iou(run.confusion)  # over the classes present in the ground truth
     lat = np.asarray(run.series.forward_ms, np.float64)
     pct = percentiles(lat)
@@ -332,7 +335,8 @@ def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
         "tc_pixel": _pct(tc["tc_pixel"]),
         "tc_classes": list(tc_classes),
         "miou": _pct(miou),
-        "per_class": {c: {"iou": _pct(ious[i]), "tc": _pct(tc["per_class"].get(c))}
+        "per_class": {c: {"iou": _pct(ious[i]), "recall": _pct(recalls[i]),
+                          "tc": _pct(tc["per_class"].get(c))}
                       for i, c in enumerate(classes)},
         "latency_ms": {k: round(v, 4) for k, v in pct.items()},
         "fps": round(1000.0 / float(lat.mean()), 3) if lat.mean() > 0 else None,

@@ -41,6 +41,16 @@ def class_iou(confusion: np.ndarray) -> list[float | None]:
             for c in range(confusion.shape[0])]
 
 
+def class_recall(confusion: np.ndarray) -> list[float | None]:
+    """Per-class recall in %: the share of a class's labelled pixels predicted as it (None where
+    the class is not in the ground truth). On sparsely labelled images (regions drawn inside
+    objects) this is "how much of each region the model gets right"."""
+    tp = np.diag(confusion).astype(np.float64)
+    total = confusion.sum(1)
+    return [float(tp[c] / total[c] * 100.0) if total[c] > 0 else None
+            for c in range(confusion.shape[0])]
+
+
 def mean_iou(confusion: np.ndarray) -> float | None:
     """mIoU in %: the mean IoU over the classes present in the ground truth, None if none is.
 

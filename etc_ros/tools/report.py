@@ -30,6 +30,7 @@ TC_CSV = "tc_per_frame.csv"
 
 # Panels wider than this are scaled down so the video stays small enough to share.
 _MAX_PANEL_WIDTH = 640
+_MAX_VIDEO_WIDTH = 4096
 _CAPTION_HEIGHT = 28
 
 
@@ -184,11 +185,11 @@ def plot_latency(series: list[ModelSeries], path: Path) -> None:
 
 
 def plot_per_class(models: list[dict[str, Any]], path: Path) -> None:
-    """Grouped bars of per-class IoU (when labels exist) and TC, one bar per model."""
+    """Grouped bars of per-class IoU and recall (when labels exist) and TC, one bar per model."""
     names: list[str] = []
     for m in models:
         names += [c for c in m["per_class"] if c not in names]
-    metrics = [k for k in ("iou", "tc") if any(
+    metrics = [k for k in ("iou", "recall", "tc") if any(
         e.get(k) is not None for m in models for e in m["per_class"].values())]
     names = [c for c in names if any(
         m["per_class"].get(c, {}).get(k) is not None for m in models for k in metrics)]
@@ -236,7 +237,8 @@ class SideBySideVideo:
         """Append one frame; every model's labels must have the frame's size."""
         if self._size is None:
             h, w = rgb.shape[:2]
-            scale = min(1.0, _MAX_PANEL_WIDTH / w)
+            # mp4v refuses frames much wider than 8k: many models share the width.
+            scale = min(1.0, _MAX_PANEL_WIDTH / w, _MAX_VIDEO_WIDTH / (w * len(self.captions)))
             # Even sizes keep common codecs and players happy.
             self._size = (max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2))
             pw, ph = self._size
