@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_LOG_DIR=$(CURDIR)/.ros_log \
            FASTDDS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml
 
-.PHONY: venv test stress demo lint bench data train export results onnx pretrained
+.PHONY: venv test stress demo lint bench data train export results onnx pretrained \
+        real-data real-results
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -107,3 +108,21 @@ results: venv
 	    --out out/student_etc_int8.onnx --int8 --calibration $(DATA)/train --min-agreement 0
 	$(EVAL) --dataset $(DATA) --split test --model etc_ros/weights/student_etc.onnx \
 	    --model out/student_etc_int8.onnx --json docs/results_int8.json
+
+# Real footage: OpenCV's sample photos and fixed-camera video (Debian/Ubuntu package opencv-doc,
+# Apache-2.0 AND BSD-3-Clause) with the hand-drawn regions of training/real_regions.json. Scores
+# every trained model on the labelled real pixels (per-class recall: how much of each region is
+# right), and TC on the whole real video (795 frames, no labels needed).
+REAL := data/real
+real-data: venv
+	mkdir -p $(REAL)/deb
+	cd $(REAL)/deb && apt-get download opencv-doc
+	dpkg-deb -x $$(ls $(REAL)/deb/opencv-doc_*.deb | head -1) $(REAL)/deb/x
+	$(PY) -m training.real_set --samples $(REAL)/deb/x/usr/share/doc/opencv-doc/examples \
+	    --out $(REAL)
+
+real-results: venv
+	$(EVAL) --dataset $(REAL) --split test $(MODELS) --json docs/results_real.json \
+	    --report-dir out/eval_real
+	cp out/eval_real/strip.png docs/real_strip.png
+	$(EVAL) --video $(REAL)/vtest.avi $(MODELS) --json docs/results_real_video.json

@@ -194,3 +194,17 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, bad: list[str]) -> None:
 def test_cli_rejects_out_and_video_together(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--video", str(tmp_path / "v.mp4")])
+
+
+def test_auto_exposure_meters_the_scene_not_the_sky() -> None:
+    """A bright sky over dark ground: the gain brings the ground up (a mean-metering camera
+    would darken it), and a frame already at the key value keeps its exposure."""
+    from training.synthetic.pipeline import auto_exposure
+    frame = np.full((64, 64, 3), 0.02, np.float32)  # dark ground (linear)
+    frame[:24] = 0.9  # bright sky in the top third
+    gain = auto_exposure(frame, 0.2)
+    assert gain > 2.0
+    assert frame.mean() * gain > 0.2  # the plain mean lands above the key: the sky is ignored
+    flat = np.full((64, 64, 3), 0.2, np.float32)
+    assert auto_exposure(flat, 0.2) == pytest.approx(1.0, rel=1e-3)
+    assert auto_exposure(np.zeros((64, 64, 3), np.float32), 0.2) == 8.0  # clamped in the dark

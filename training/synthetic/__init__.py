@@ -1,4 +1,4 @@
-"""Procedural street, campus and parking-lot videos with exact per-frame labels (v2).
+"""Procedural street, campus and parking-lot videos with exact per-frame labels (v3).
 
 A camera (on a car, a small robot, a person or a mast: 0.3-5 m high, 0-45 degrees down,
 50-120 degrees wide) moves through a generated place (straight and curved streets,
@@ -6,7 +6,9 @@ intersections, campus lawns and plazas, parking lots) and may turn, stop or reve
 is rendered at ``render_scale`` times the output size (ground by ray casting, objects by the
 painter's algorithm, sun-cast shadows, high-frequency materials), then area-downsampled with a
 thin-class weighted majority vote for the label, and passed through a camera pipeline (lens
-distortion, motion blur, exposure, white balance, tone curve, vignette, noise, JPEG). Labels are
+distortion, motion blur, scene-metered auto exposure, white balance, tone curve, vignette, noise,
+JPEG). v3 meters exposure on the scene rather than the sky (``pipeline.auto_exposure``): same
+scenes as v2 for a seed, brighter ground, as in photos. Labels are
 the 19 Cityscapes train ids (255 = ignore).
 
     python -m training.synthetic --out data/synthetic --train 24 --val 4 --test 4 --workers 2

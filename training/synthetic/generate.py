@@ -18,7 +18,7 @@ from .scene import DEFAULT_DIFFICULTY, render_sequence
 
 SPLITS = ("train", "val", "test")
 _SPLIT_KEYS = {"train": 0, "val": 1, "test": 2, "video": 3}
-VERSION = 2
+VERSION = 3
 
 
 def sequence_seed(seed: int, split: str, index: int) -> int:
