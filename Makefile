@@ -122,7 +122,9 @@ real-data: venv
 	    --out $(REAL)
 
 real-results: venv
-	$(EVAL) --dataset $(REAL) --split test $(MODELS) --json docs/results_real.json \
-	    --report-dir out/eval_real
-	cp out/eval_real/strip.png docs/real_strip.png
+	$(EVAL) --dataset $(REAL) --split test $(MODELS) --json docs/results_real.json
+	$(EVAL) --dataset $(REAL) --split test --model etc_ros/weights/student_baseline.safetensors \
+	    --model etc_ros/weights/student_etc.safetensors --report-dir out/eval_real
+	$(PY) -c "import cv2; cv2.imwrite('docs/real_strip.jpg', cv2.imread('out/eval_real/strip.png'), \
+	    [cv2.IMWRITE_JPEG_QUALITY, 85])"
 	$(EVAL) --video $(REAL)/vtest.avi $(MODELS) --json docs/results_real_video.json
