@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from etc_ros.checkpoint import CheckpointMeta, load_checkpoint
+from etc_ros.checkpoint import CheckpointMeta
 from training.datasets import ClipDataset, read_rgb
 from training.transforms import normalize
 
@@ -58,36 +58,33 @@ class TeacherGateError(Exception):
     """The teacher is not good enough to distil from; the message is one line."""
 
 
-def check_teacher_gate(teacher_meta: CheckpointMeta, teacher_path: str,
-                       reference: str | None, min_gain: float, allow_weak: bool) -> str:
+def check_teacher_gate(teacher_miou: float | None, reference_miou: float | None,
+                       teacher_path: str, reference: str | None, min_gain: float,
+                       allow_weak: bool) -> str:
     """Refuse a teacher whose val mIoU is not ``min_gain`` above the reference student's.
 
-    Both numbers come from the checkpoints' own metrics metadata (written by training.train's
-    validation). Returns a one-line verdict for the log; raises TeacherGateError otherwise.
+    Both numbers must be measured on the same frames: training.train evaluates the teacher and
+    the reference on this run's val split (metrics stored in checkpoints may come from other
+    data). Returns a one-line verdict for the log; raises TeacherGateError otherwise.
     """
     override = "set allow_weak_teacher: true (or --allow-weak-teacher) to distil anyway"
     if allow_weak:
         return f"teacher gate skipped (allow_weak_teacher) for {teacher_path}"
-    teacher_miou = teacher_meta.metrics.get("miou")
-    if teacher_miou is None:
-        raise TeacherGateError(f"teacher {teacher_path} has no val mIoU in its metadata; "
-                               f"train it with a val split, or {override}")
     if reference is None:
         raise TeacherGateError("distillation needs teacher_gate_reference (the checkpoint of the "
                                f"student trained without the teacher, e.g. student_tl), or "
                                f"{override}")
-    _, ref_meta = load_checkpoint(reference)
-    ref_miou = ref_meta.metrics.get("miou")
-    if ref_miou is None:
-        raise TeacherGateError(f"reference {reference} has no val mIoU in its metadata")
-    gain = teacher_miou - ref_miou
+    if teacher_miou is None or reference_miou is None:
+        raise TeacherGateError(f"the teacher gate needs a labelled val split to measure "
+                               f"{teacher_path} and {reference} on (val_split), or {override}")
+    gain = teacher_miou - reference_miou
     if gain < min_gain:
         raise TeacherGateError(
             f"teacher {teacher_path} val mIoU {teacher_miou:.1f} is only {gain:+.1f} over the "
-            f"reference student {reference} ({ref_miou:.1f}); distilling needs >= "
-            f"+{min_gain:.1f} ({override})")
-    return (f"teacher gate passed: teacher {teacher_miou:.1f} vs reference {ref_miou:.1f} "
-            f"mIoU (+{gain:.1f})")
+            f"reference student {reference} ({reference_miou:.1f}) on this run's val split; "
+            f"distilling needs >= +{min_gain:.1f} ({override})")
+    return (f"teacher gate passed: teacher {teacher_miou:.1f} vs reference {reference_miou:.1f} "
+            f"val mIoU (+{gain:.1f}) on this run's val split")
 
 
 def cache_key(teacher_path: str | Path, clips: ClipDataset, scales: Sequence[float],

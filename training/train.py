@@ -357,19 +357,22 @@ class Validator:
     Frames are resized to the model's input size exactly as the node's Segmenter does
     (etc_ros.preprocess); predictions go back to each label's own resolution the same way, so
     val mIoU is the number ``python -m etc_ros.evaluate`` reports on these frames (mean over the
-    classes present in the ground truth). TC is taken at the model's input size. Frames, labels
-    and the DIS flow between consecutive frames are prepared once, on construction.
+    classes present in the ground truth). TC is taken at the model's input size (``input_size``,
+    the student's by default; the teacher gate passes the teacher's). Frames, labels and the DIS
+    flow between consecutive frames are prepared once, on construction.
     """
 
-    def __init__(self, sequences: list[VideoSequence], cfg: TrainConfig) -> None:
+    def __init__(self, sequences: list[VideoSequence], cfg: TrainConfig,
+                 input_size: tuple[int, int] | None = None) -> None:
         self.num_classes = cfg.num_classes
+        size = tuple(input_size or cfg.input_size)
         self.sequences: list[tuple[torch.Tensor, dict[int, np.ndarray], list]] = []
         total = sum(len(s.frames) for s in sequences)
         with tqdm(total=total, desc="val frames + flow", leave=False) as bar:
             for seq in sequences:
                 rgb, labels = [], {}
                 for i, path in enumerate(seq.frames):
-                    rgb.append(model_input(read_rgb(path), cfg.input_size))
+                    rgb.append(model_input(read_rgb(path), size))
                     if i in seq.labels:
                         labels[i] = read_label(seq.labels[i], seq.label_format, cfg.num_classes)
                     bar.update()
@@ -530,8 +533,18 @@ def load_teacher(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, Che
     """The frozen teacher (eval mode, no gradients) from its exported checkpoint, once it has
     passed the gate (``training.teacher_cache.check_teacher_gate``)."""
     teacher, meta = load_model(cfg.teacher_checkpoint, device)
-    print(check_teacher_gate(meta, cfg.teacher_checkpoint, cfg.teacher_gate_reference,
-                             cfg.teacher_min_gain, cfg.allow_weak_teacher), file=sys.stderr)
+    teacher_miou = reference_miou = None
+    if not cfg.allow_weak_teacher and cfg.teacher_gate_reference is not None and cfg.val_split:
+        # both on this run's val frames, each at its own input size
+        val_seqs = load_sequences(cfg.data_root, cfg.val_split, cfg.dataset)[: cfg.val_sequences]
+        reference, ref_meta = load_model(cfg.teacher_gate_reference, device)
+        teacher_miou = Validator(val_seqs, cfg, meta.input_size)(teacher, device).get("miou")
+        reference_miou = Validator(val_seqs, cfg, ref_meta.input_size)(reference, device).get(
+            "miou")
+        del reference
+    print(check_teacher_gate(teacher_miou, reference_miou, cfg.teacher_checkpoint,
+                             cfg.teacher_gate_reference, cfg.teacher_min_gain,
+                             cfg.allow_weak_teacher), file=sys.stderr)
     if cfg.teacher_arch is not None and meta.architecture != cfg.teacher_arch:
         raise ConfigError(f"teacher checkpoint {cfg.teacher_checkpoint} is a "
                           f"{meta.architecture}, the config says teacher_arch {cfg.teacher_arch}")
