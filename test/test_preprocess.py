@@ -101,6 +101,13 @@ def test_val_miou_is_evaluates_miou_at_label_resolution(checkpoint: Path, tmp_pa
     metrics = validator(model, torch.device("cpu"))
     assert 0.0 < metrics["miou"] < 100.0
     assert metrics["miou"] == pytest.approx(mean_iou(conf), abs=1e-9)
+    assert "tc" in metrics
+    # the teacher gate's validator: same mIoU, no flow prepared, no TC
+    gate = Validator([_sequence(tmp_path / "seq2", frames, gts)], cfg, with_tc=False)
+    assert all(flows == [] for _, _, flows in gate.sequences)
+    gate_metrics = gate(model, torch.device("cpu"))
+    assert "tc" not in gate_metrics
+    assert gate_metrics["miou"] == metrics["miou"]
 
 
 def test_labels_resize_at_pixel_centres_in_training_too() -> None:

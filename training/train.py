@@ -359,16 +359,19 @@ class Validator:
     val mIoU is the number ``python -m etc_ros.evaluate`` reports on these frames (mean over the
     classes present in the ground truth). TC is taken at the model's input size (``input_size``,
     the student's by default; the teacher gate passes the teacher's). Frames, labels and the DIS
-    flow between consecutive frames are prepared once, on construction.
+    flow between consecutive frames are prepared once, on construction; ``with_tc=False`` (the
+    gate, which needs mIoU alone) skips the flow and TC.
     """
 
     def __init__(self, sequences: list[VideoSequence], cfg: TrainConfig,
-                 input_size: tuple[int, int] | None = None) -> None:
+                 input_size: tuple[int, int] | None = None, with_tc: bool = True) -> None:
         self.num_classes = cfg.num_classes
+        self.with_tc = with_tc
         size = tuple(input_size or cfg.input_size)
         self.sequences: list[tuple[torch.Tensor, dict[int, np.ndarray], list]] = []
         total = sum(len(s.frames) for s in sequences)
-        with tqdm(total=total, desc="val frames + flow", leave=False) as bar:
+        desc = "val frames + flow" if with_tc else "val frames"
+        with tqdm(total=total, desc=desc, leave=False) as bar:
             for seq in sequences:
                 rgb, labels = [], {}
                 for i, path in enumerate(seq.frames):
@@ -376,7 +379,8 @@ class Validator:
                     if i in seq.labels:
                         labels[i] = read_label(seq.labels[i], seq.label_format, cfg.num_classes)
                     bar.update()
-                flows = [consistency_flow(a, b) for a, b in zip(rgb, rgb[1:], strict=False)]
+                flows = ([consistency_flow(a, b) for a, b in zip(rgb, rgb[1:], strict=False)]
+                         if with_tc else [])
                 self.sequences.append((normalize(rgb), labels, flows))
 
     @torch.no_grad()
@@ -396,8 +400,10 @@ class Validator:
                 tc.update(preds[i], preds[i + 1], flow, valid)
         model.train(was_training)
         # mIoU and TC over the classes present in the ground truth
-        result = tc.result(shared_class_set(gt_classes(conf), [tc]))
-        metrics = {"tc": result["tc"] or 0.0, "tc_pixel": result["tc_pixel"] or 0.0}
+        metrics: dict[str, float] = {}
+        if self.with_tc:
+            result = tc.result(shared_class_set(gt_classes(conf), [tc]))
+            metrics = {"tc": result["tc"] or 0.0, "tc_pixel": result["tc_pixel"] or 0.0}
         miou = mean_iou(conf)
         if miou is not None:
             metrics["miou"] = miou
@@ -538,9 +544,10 @@ def load_teacher(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, Che
         # both on this run's val frames, each at its own input size
         val_seqs = load_sequences(cfg.data_root, cfg.val_split, cfg.dataset)[: cfg.val_sequences]
         reference, ref_meta = load_model(cfg.teacher_gate_reference, device)
-        teacher_miou = Validator(val_seqs, cfg, meta.input_size)(teacher, device).get("miou")
-        reference_miou = Validator(val_seqs, cfg, ref_meta.input_size)(reference, device).get(
-            "miou")
+        teacher_miou = Validator(val_seqs, cfg, meta.input_size, with_tc=False)(
+            teacher, device).get("miou")
+        reference_miou = Validator(val_seqs, cfg, ref_meta.input_size, with_tc=False)(
+            reference, device).get("miou")
         del reference
     print(check_teacher_gate(teacher_miou, reference_miou, cfg.teacher_checkpoint,
                              cfg.teacher_gate_reference, cfg.teacher_min_gain,
