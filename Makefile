@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_LOG_DIR=$(CURDIR)/.ros_log \
            FASTDDS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml
 
-.PHONY: venv test stress demo lint bench data train export results onnx pretrained \
+.PHONY: venv test stress demo lint bench data train export ship-gpu results onnx pretrained \
         real-data real-results
 
 $(STAMP): requirements.txt setup.py
@@ -92,12 +92,23 @@ export: venv
 	done; done
 	$(MAKE) onnx
 
+# Ship the GPU recipe's seed-0 students and its teacher (training/recipes/synthetic_gpu.sh wrote
+# them to runs/gpu/export; seed 0 ships, no picking of the better seed).
+ship-gpu: venv
+	cp runs/gpu/export/student_etc_s0.safetensors etc_ros/weights/student_etc.safetensors
+	cp runs/gpu/export/student_baseline_s0.safetensors etc_ros/weights/student_baseline.safetensors
+	cp runs/gpu/export/teacher.safetensors etc_ros/weights/teacher.safetensors
+	$(MAKE) onnx
+
 # Every trained model (teacher, both seeds of baseline / TL / ETC) on the 16 held-out test
 # sequences, each also as a keyframe method (K = 5, 10); the val split as a second split; the
 # shipped ONNX model in fp32 and int8. Writes docs/results_*.json and the report's plots.
+# EXPORTS picks the students: runs/export (this CPU's `make train`) or runs/gpu/export (the GPU
+# recipe, where the shipped weights come from: `make results real-results EXPORTS=runs/gpu/export`).
+EXPORTS ?= runs/export
 EVAL := $(ROS_ENV) $(PY) -m etc_ros.evaluate --device cpu
 MODELS := --model etc_ros/weights/teacher.safetensors \
-	$(foreach s,$(SEEDS),$(foreach k,baseline tl etc,--model runs/export/student_$(k)_s$(s).safetensors))
+	$(foreach s,$(SEEDS),$(foreach k,baseline tl etc,--model $(EXPORTS)/student_$(k)_s$(s).safetensors))
 results: venv
 	$(EVAL) --dataset $(DATA) --split test $(MODELS) --keyframe-interval 5 --keyframe-interval 10 \
 	    --json docs/results_synthetic_test.json --report-dir out/eval_synthetic
