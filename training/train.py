@@ -537,8 +537,15 @@ def _checkpoint_meta(cfg: TrainConfig, metrics: dict[str, float]) -> CheckpointM
 
 def load_teacher(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, CheckpointMeta]:
     """The frozen teacher (eval mode, no gradients) from its exported checkpoint, once it has
-    passed the gate (``training.teacher_cache.check_teacher_gate``)."""
+    passed the gate (``training.teacher_cache.check_teacher_gate``; config mismatches are
+    reported before the gate spends time on the val frames)."""
     teacher, meta = load_model(cfg.teacher_checkpoint, device)
+    if cfg.teacher_arch is not None and meta.architecture != cfg.teacher_arch:
+        raise ConfigError(f"teacher checkpoint {cfg.teacher_checkpoint} is a "
+                          f"{meta.architecture}, the config says teacher_arch {cfg.teacher_arch}")
+    if meta.num_classes != cfg.num_classes:
+        raise ConfigError(f"teacher checkpoint {cfg.teacher_checkpoint} has {meta.num_classes} "
+                          f"classes, the student {cfg.num_classes}")
     teacher_miou = reference_miou = None
     if not cfg.allow_weak_teacher and cfg.teacher_gate_reference is not None and cfg.val_split:
         # both on this run's val frames, each at its own input size
@@ -552,12 +559,6 @@ def load_teacher(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, Che
     print(check_teacher_gate(teacher_miou, reference_miou, cfg.teacher_checkpoint,
                              cfg.teacher_gate_reference, cfg.teacher_min_gain,
                              cfg.allow_weak_teacher), file=sys.stderr)
-    if cfg.teacher_arch is not None and meta.architecture != cfg.teacher_arch:
-        raise ConfigError(f"teacher checkpoint {cfg.teacher_checkpoint} is a "
-                          f"{meta.architecture}, the config says teacher_arch {cfg.teacher_arch}")
-    if meta.num_classes != cfg.num_classes:
-        raise ConfigError(f"teacher checkpoint {cfg.teacher_checkpoint} has {meta.num_classes} "
-                          f"classes, the student {cfg.num_classes}")
     teacher.requires_grad_(False)
     return teacher, meta
 
