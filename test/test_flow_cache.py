@@ -79,3 +79,44 @@ def test_cli_bad_root_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert flow_cache.main(["--data-root", str(tmp_path / "nope"), "--split", "train"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("flow_cache:") and "nope" in err and "\n" not in err
+
+
+def _moving_frames(n: int, seed: int, h: int = 48, w: int = 64) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    big = cv2.resize(rng.random((h // 4, w // 4 + 4)).astype(np.float32), (w + 16, h),
+                     interpolation=cv2.INTER_CUBIC)
+    big = np.clip(big * 255, 0, 255).astype(np.uint8)
+    return [np.repeat(big[:, 8 - i:8 - i + w, None], 3, 2) for i in range(n)]
+
+
+def test_shared_tc_flows_computed_once_then_read(tmp_path: Path) -> None:
+    frames = _moving_frames(4, seed=0)
+    first = flow_cache.shared_tc_flows(frames, tmp_path / "tc", "seq0")
+    (stored,) = (tmp_path / "tc").glob("48x64_seq0_*.npz")
+    stamp = stored.stat().st_mtime_ns
+    second = flow_cache.shared_tc_flows(frames, tmp_path / "tc", "seq0")
+    assert stored.stat().st_mtime_ns == stamp  # read, not rewritten
+    assert len(first) == len(second) == 3
+    for (f1, v1), (f2, v2) in zip(first, second, strict=True):
+        assert f2.dtype == np.float32 and v2.dtype == bool and f2.shape == (48, 64, 2)
+        np.testing.assert_array_equal(f1, f2)
+        np.testing.assert_array_equal(v1, v2)
+    assert np.median(first[0][0][..., 0][first[0][1]]) == pytest.approx(1.0, abs=0.3)
+
+
+def test_shared_tc_flows_replaces_stale_and_keeps_other_sizes(tmp_path: Path) -> None:
+    cache = tmp_path / "tc"
+    flow_cache.shared_tc_flows(_moving_frames(3, seed=0), cache, "seq0")
+    (old,) = cache.glob("48x64_seq0_*.npz")
+    flow_cache.shared_tc_flows(_moving_frames(3, seed=0, h=32, w=48), cache, "seq0")
+    flow_cache.shared_tc_flows(_moving_frames(3, seed=1), cache, "seq0")  # regenerated data
+    (new,) = cache.glob("48x64_seq0_*.npz")
+    assert new != old and not old.exists()
+    assert len(list(cache.glob("32x48_seq0_*.npz"))) == 1
+
+
+def test_shared_tc_flows_unwritable_cache_still_computes(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    flows = flow_cache.shared_tc_flows(_moving_frames(3, seed=0), blocker / "tc", "seq0")
+    assert len(flows) == 2 and flows[0][0].shape == (48, 64, 2)

@@ -102,6 +102,12 @@ def test_val_miou_is_evaluates_miou_at_label_resolution(checkpoint: Path, tmp_pa
     assert 0.0 < metrics["miou"] < 100.0
     assert metrics["miou"] == pytest.approx(mean_iou(conf), abs=1e-9)
     assert "tc" in metrics
+    # flows shared through a cache folder (what training runs do): same metrics, a second run reads
+    seq3 = _sequence(tmp_path / "seq3", frames, gts)
+    for _ in range(2):
+        shared = Validator([seq3], cfg, flow_cache_dir=tmp_path / "tc_flow")
+        assert shared(model, torch.device("cpu")) == metrics
+    assert len(list((tmp_path / "tc_flow").glob("*.npz"))) == 1
     # the teacher gate's validator: same mIoU, no flow prepared, no TC
     gate = Validator([_sequence(tmp_path / "seq2", frames, gts)], cfg, with_tc=False)
     assert all(flows == [] for _, _, flows in gate.sequences)

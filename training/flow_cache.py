@@ -10,11 +10,16 @@ training loss can run the forward-backward check. Files: ``<flow dir>/flow/<t:06
 and t, s are frame indices in the sequence's sorted frame list. Existing files are skipped and
 new ones are written atomically, so an interrupted run just resumes. K must be at least the
 training config's maximum offset.
+
+``shared_tc_flows`` is the validation side: the flow between consecutive val frames at a model's
+input size, which val TC needs, computed by the first run that asks and read by the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import hashlib
 import multiprocessing
 import os
 import sys
@@ -25,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from etc_ros.temporal import DIS_PRESETS, compute_flow
+from etc_ros.temporal import DIS_PRESETS, compute_flow, consistency_flow
 from training.datasets import LAYOUTS, DatasetError, flow_path, load_sequences, read_rgb
 
 PAIRS_PER_JOB = 8
@@ -43,6 +48,42 @@ def neighbour_pairs(num_frames: int, labelled: Sequence[int], max_offset: int,
                 if 0 <= s < num_frames:
                     pairs.update({(t, s), (s, t)})
     return sorted(pairs)
+
+
+def shared_tc_flows(frames: Sequence[np.ndarray], cache_dir: Path, name: str
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``consistency_flow`` between consecutive ``frames`` (RGB, at a model's input size), shared.
+
+    Runs that validate on the same frames at the same size (the GPU recipe trains four students
+    side by side; ``make train`` one after the other) would each compute the same DIS flows at
+    start, which took minutes on a shared machine. The first run computes them under a file lock
+    and writes ``<cache_dir>/<H>x<W>_<name>_<hash of the frames>.npz``; the others wait and read
+    it. A file of the same size and name with another hash (regenerated data) is deleted. Where
+    ``cache_dir`` cannot be written the flows are computed and not kept.
+    """
+    height, width = frames[0].shape[:2]
+    digest = hashlib.sha1()
+    for frame in frames:
+        digest.update(np.ascontiguousarray(frame).tobytes())
+    stem = f"{height}x{width}_{name}_"
+    path = cache_dir / f"{stem}{digest.hexdigest()[:16]}.npz"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(cache_dir / f"{stem}lock", "w")  # noqa: SIM115 (held across the block)
+    except OSError:
+        return [consistency_flow(a, b) for a, b in zip(frames, frames[1:], strict=False)]
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            with np.load(path, allow_pickle=False) as stored:
+                return list(zip(stored["flow"], stored["valid"], strict=True))
+        flows = [consistency_flow(a, b) for a, b in zip(frames, frames[1:], strict=False)]
+        for stale in cache_dir.glob(f"{stem}*.npz"):
+            stale.unlink()
+        tmp = path.with_name(f"{path.stem}.tmp.npz")
+        np.savez(tmp, flow=np.stack([f for f, _ in flows]), valid=np.stack([v for _, v in flows]))
+        os.replace(tmp, path)
+        return flows
 
 
 def _save_atomic(path: Path, flow: np.ndarray) -> None:

@@ -73,6 +73,7 @@ from training.datasets import (
     read_label,
     read_rgb,
 )
+from training.flow_cache import shared_tc_flows
 from training.losses import LOSS_TERMS, ETCLoss
 from training.pretrained import BackboneWeightsError, load_backbone_weights
 from training.teacher_cache import (
@@ -121,6 +122,9 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str | None = "val"
     val_sequences: int | None = None  # use the first N val sequences; None = all
+    # val TC too (DIS flow between consecutive val frames, shared through <data_root>/tc_flow/);
+    # checkpoints are picked by val mIoU, so the teachers skip it
+    val_tc: bool = True
     input_size: tuple[int, int] = (128, 256)  # the resolution the model runs at (node, val)
     crop_size: tuple[int, int] = (128, 256)
     scale_range: tuple[float, float] = (0.75, 1.5)
@@ -359,12 +363,14 @@ class Validator:
     val mIoU is the number ``python -m etc_ros.evaluate`` reports on these frames (mean over the
     classes present in the ground truth). TC is taken at the model's input size (``input_size``,
     the student's by default; the teacher gate passes the teacher's). Frames, labels and the DIS
-    flow between consecutive frames are prepared once, on construction; ``with_tc=False`` (the
-    gate, which needs mIoU alone) skips the flow and TC.
+    flow between consecutive frames are prepared once, on construction (the flow through
+    ``flow_cache_dir`` when given, shared with other runs: ``training.flow_cache.shared_tc_flows``);
+    ``with_tc=False`` (the gate and the teachers, which need mIoU alone) skips the flow and TC.
     """
 
     def __init__(self, sequences: list[VideoSequence], cfg: TrainConfig,
-                 input_size: tuple[int, int] | None = None, with_tc: bool = True) -> None:
+                 input_size: tuple[int, int] | None = None, with_tc: bool = True,
+                 flow_cache_dir: Path | None = None) -> None:
         self.num_classes = cfg.num_classes
         self.with_tc = with_tc
         size = tuple(input_size or cfg.input_size)
@@ -379,8 +385,11 @@ class Validator:
                     if i in seq.labels:
                         labels[i] = read_label(seq.labels[i], seq.label_format, cfg.num_classes)
                     bar.update()
-                flows = ([consistency_flow(a, b) for a, b in zip(rgb, rgb[1:], strict=False)]
-                         if with_tc else [])
+                flows = []
+                if with_tc and flow_cache_dir is not None:
+                    flows = shared_tc_flows(rgb, flow_cache_dir, seq.name)
+                elif with_tc:
+                    flows = [consistency_flow(a, b) for a, b in zip(rgb, rgb[1:], strict=False)]
                 self.sequences.append((normalize(rgb), labels, flows))
 
     @torch.no_grad()
@@ -641,7 +650,8 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
     validator = None
     if cfg.val_split is not None and ddp.main:
         val_seqs = load_sequences(cfg.data_root, cfg.val_split, cfg.dataset)
-        validator = Validator(val_seqs[: cfg.val_sequences], cfg)
+        validator = Validator(val_seqs[: cfg.val_sequences], cfg, with_tc=cfg.val_tc,
+                              flow_cache_dir=Path(cfg.data_root) / "tc_flow" / cfg.val_split)
 
     model = build_model(cfg.arch, cfg.num_classes, cfg.pretrained_backbone)
     if cfg.backbone_weights is not None:

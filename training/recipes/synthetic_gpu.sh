@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The synthetic ETC recipe on one GPU: synthetic streets (256x512), DIS flow cache, the teacher,
-# then baseline / TL / ETC students for every seed, each exported in the node's weights format.
+# The synthetic ETC recipe on one GPU: synthetic streets, DIS flow cache, the teacher, then
+# baseline / TL / ETC students for every seed, each exported in the node's weights format.
 #
 #   training/recipes/synthetic_gpu.sh                  # the whole recipe, seeds 0 and 1
+#   CONFIGS=gpu/syn_ DATA_SIZE="512 1024" OUT=runs/gpu512 DATA=data/synthetic_gpu512 \
+#       training/recipes/synthetic_gpu.sh              # students at 256x512, teacher 512x1024
 #   DEVICE=cpu TRAIN_SEQS=2 ... training/recipes/synthetic_gpu.sh   # a smoke run
 #   STAGES="data students" ...; then STAGES="etc export" ...   # in two sittings
 #
@@ -10,8 +12,9 @@
 # recipe"). STAGES picks which of its four stages run (data, students, etc, export), so a machine
 # that limits one command's time can run it in two commands over the same folders.
 #
-# Same configs as the CPU recipe (training/configs/*.yaml: students 128x256, teacher 256x512), more
-# training sequences and iterations, a larger student batch, and the teacher's targets with a
+# By default the CPU recipe's configs (training/configs/*.yaml: students 128x256, teacher 256x512,
+# data at 256x512); CONFIGS=gpu/syn_ picks training/configs/gpu/syn_*.yaml (students 256x512,
+# teacher 512x1024), whose data is generated at DATA_SIZE="512 1024". More training sequences and iterations, a larger student batch, and the teacher's targets with a
 # flip. Small models leave a GPU mostly idle, so the teacher and the baseline/TL students of all
 # seeds train side by side, then the ETC students (which need the teacher and, for the
 # teacher gate, their seed's TL student) with more loader processes each. The val split is the CPU
@@ -45,6 +48,8 @@ ETC_WORKERS=${ETC_WORKERS:-$(at_least_1 $(( CORES / 2 - 1 )))}
 TEACHER_SCALES=${TEACHER_SCALES:-"[1.0]"}
 TEACHER_FLIP=${TEACHER_FLIP:-true}
 STAGES=${STAGES:-"data students etc export"}
+CONFIGS=${CONFIGS:-}                  # prefix of the config names under training/configs/
+read -r DATA_H DATA_W <<<"${DATA_SIZE:-256 512}"
 for st in $STAGES; do
     case $st in data|students|etc|export) ;;
         *) echo "synthetic_gpu.sh: unknown stage '$st' in STAGES (data students etc export)" >&2
@@ -58,7 +63,7 @@ stamp() { echo "[$(date +%T)] $*"; }
 train() {  # train NAME CONFIG SEED WORKERS [train.py args...]; log in $OUT/NAME.log
     local name=$1 cfg=$2 seed=$3 workers=$4
     shift 4
-    "$PY" -m training.train --config "training/configs/$cfg.yaml" --data-root "$DATA" \
+    "$PY" -m training.train --config "training/configs/$CONFIGS$cfg.yaml" --data-root "$DATA" \
         --device "$DEVICE" --out "$OUT/$name" --set "seed=$seed" --set "workers=$workers" \
         --set "val_every=$VAL_EVERY" "$@" >>"$OUT/$name.log" 2>&1
 }
@@ -74,9 +79,9 @@ wait_all() {  # wait for every pid given; fail if any failed
 }
 
 if stage data; then
-    stamp "data: $TRAIN_SEQS train + $VAL_SEQS val sequences x $FRAMES frames at 256x512"
+    stamp "data: $TRAIN_SEQS train + $VAL_SEQS val sequences x $FRAMES frames at ${DATA_H}x$DATA_W"
     "$PY" -m training.synthetic --out "$DATA" --train "$TRAIN_SEQS" --val "$VAL_SEQS" --test 0 \
-        --frames "$FRAMES" --height 256 --width 512 --seed 0 --workers "$CORES"
+        --frames "$FRAMES" --height "$DATA_H" --width "$DATA_W" --seed 0 --workers "$CORES"
     "$PY" -m training.flow_cache --data-root "$DATA" --split train --max-offset 3 \
         --workers "$CORES"
 fi
