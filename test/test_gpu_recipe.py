@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 from safetensors import safe_open
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,3 +64,16 @@ def test_unknown_stage_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         "synthetic_gpu.sh: unknown stage 'train' in STAGES (data students etc export)"]
     assert not (tmp_path / "data").exists()
+
+
+def test_data_size_and_configs_pick_the_2x_variant(tmp_path: Path) -> None:
+    """DATA_SIZE sets the generated frames; CONFIGS the config files every run reads."""
+    proc = _run(tmp_path, STAGES="data", DATA_SIZE="64 128", TRAIN_SEQS="1", VAL_SEQS="1",
+                FRAMES="3")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    frame = next((tmp_path / "data" / "train").rglob("images/*.png"))
+    assert cv2.imread(str(frame)).shape == (64, 128, 3)
+    proc = _run(tmp_path, STAGES="students", CONFIGS="gpu/nonexistent_", SEEDS="0")
+    assert proc.returncode != 0
+    log = (tmp_path / "runs" / "teacher.log").read_text()
+    assert "training/configs/gpu/nonexistent_teacher.yaml" in log
