@@ -109,10 +109,14 @@ def test_shared_tc_flows_replaces_stale_and_keeps_other_sizes(tmp_path: Path) ->
     flow_cache.shared_tc_flows(_moving_frames(3, seed=0), cache, "seq0")
     (old,) = cache.glob("48x64_seq0_*.npz")
     flow_cache.shared_tc_flows(_moving_frames(3, seed=0, h=32, w=48), cache, "seq0")
+    flow_cache.shared_tc_flows(_moving_frames(3, seed=2), cache, "seq0_b")
+    flow_cache.shared_tc_flows(_moving_frames(3, seed=3), cache, "nested/seq0")
     flow_cache.shared_tc_flows(_moving_frames(3, seed=1), cache, "seq0")  # regenerated data
-    (new,) = cache.glob("48x64_seq0_*.npz")
+    (new,) = [p for p in cache.glob("48x64_seq0_*.npz") if len(p.stem) == len(old.stem)]
     assert new != old and not old.exists()
     assert len(list(cache.glob("32x48_seq0_*.npz"))) == 1
+    assert len(list(cache.glob("48x64_seq0_b_*.npz"))) == 1  # a name that extends "seq0" stays
+    assert len(list(cache.glob("48x64_nested_seq0_*.npz"))) == 1
 
 
 def test_shared_tc_flows_unwritable_cache_still_computes(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def shared_tc_flows(frames: Sequence[np.ndarray], cache_dir: Path, name: str
     digest = hashlib.sha1()
     for frame in frames:
         digest.update(np.ascontiguousarray(frame).tobytes())
-    stem = f"{height}x{width}_{name}_"
+    stem = f"{height}x{width}_{name.replace(os.sep, '_')}_"
     path = cache_dir / f"{stem}{digest.hexdigest()[:16]}.npz"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,8 @@ def shared_tc_flows(frames: Sequence[np.ndarray], cache_dir: Path, name: str
                 return list(zip(stored["flow"], stored["valid"], strict=True))
         flows = [consistency_flow(a, b) for a, b in zip(frames, frames[1:], strict=False)]
         for stale in cache_dir.glob(f"{stem}*.npz"):
-            stale.unlink()
+            if len(stale.stem) == len(path.stem):  # not another sequence's ("<name>_2_<hash>")
+                stale.unlink()
         tmp = path.with_name(f"{path.stem}.tmp.npz")
         np.savez(tmp, flow=np.stack([f for f, _ in flows]), valid=np.stack([v for _, v in flows]))
         os.replace(tmp, path)
