@@ -111,6 +111,7 @@ def test_val_miou_is_evaluates_miou_at_label_resolution(checkpoint: Path, tmp_pa
     # the teacher gate's validator: same mIoU, no flow prepared, no TC
     gate = Validator([_sequence(tmp_path / "seq2", frames, gts)], cfg, with_tc=False)
     assert all(flows == [] for _, _, flows in gate.sequences)
+    assert [len(images) for images, _, _ in gate.sequences] == [2]  # the labelled frames only
     gate_metrics = gate(model, torch.device("cpu"))
     assert "tc" not in gate_metrics
     assert gate_metrics["miou"] == metrics["miou"]

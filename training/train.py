@@ -375,16 +375,21 @@ class Validator:
         self.with_tc = with_tc
         size = tuple(input_size or cfg.input_size)
         self.sequences: list[tuple[torch.Tensor, dict[int, np.ndarray], list]] = []
-        total = sum(len(s.frames) for s in sequences)
+        total = sum(len(s.frames) if with_tc else len(s.labels) for s in sequences)
         desc = "val frames + flow" if with_tc else "val frames"
         with tqdm(total=total, desc=desc, leave=False) as bar:
             for seq in sequences:
+                # without TC only the labelled frames are needed (1 in 30 on Cityscapes)
+                kept = range(len(seq.frames)) if with_tc else sorted(seq.labels)
                 rgb, labels = [], {}
-                for i, path in enumerate(seq.frames):
-                    rgb.append(model_input(read_rgb(path), size))
+                for i in kept:
                     if i in seq.labels:
-                        labels[i] = read_label(seq.labels[i], seq.label_format, cfg.num_classes)
+                        labels[len(rgb)] = read_label(seq.labels[i], seq.label_format,
+                                                      cfg.num_classes)
+                    rgb.append(model_input(read_rgb(seq.frames[i]), size))
                     bar.update()
+                if not rgb:
+                    continue
                 flows = []
                 if with_tc and flow_cache_dir is not None:
                     flows = shared_tc_flows(rgb, flow_cache_dir, seq.name)
