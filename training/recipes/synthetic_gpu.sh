@@ -38,13 +38,17 @@ STUDENT_BATCH=${STUDENT_BATCH:-16}
 VAL_EVERY=${VAL_EVERY:-400}
 CORES=$(getconf _NPROCESSORS_ONLN)   # not nproc: it follows OMP_NUM_THREADS
 # Data-loader processes per run, shared out by what a training sample costs to load (TL clips
-# cost 2.3x a single frame; ETC clips with teacher targets 3.7x): teacher, 2 baselines and 2 TL
-# students at once get 1 : 1 : 2.5 of the cores, then the 2 ETC students half each.
+# cost 2.3x a single frame; ETC clips with teacher targets 3.7x): the teacher, the baselines and
+# the TL students at once get 1 : 1 : 2.5 shares of the cores (16 cores, two seeds: 2, 2 and 5
+# each; one seed: 3, 3 and 8), then the ETC students split them evenly.
 at_least_1() { echo $(( $1 > 1 ? $1 : 1 )); }
-TEACHER_WORKERS=${TEACHER_WORKERS:-$(at_least_1 $(( CORES / 8 )))}
-BASELINE_WORKERS=${BASELINE_WORKERS:-$(at_least_1 $(( CORES / 8 )))}
-TL_WORKERS=${TL_WORKERS:-$(at_least_1 $(( CORES * 5 / 16 )))}
-ETC_WORKERS=${ETC_WORKERS:-$(at_least_1 $(( CORES / 2 - 1 )))}
+NSEEDS=$(wc -w <<<"$SEEDS")
+[ "$NSEEDS" -gt 0 ] || { echo "synthetic_gpu.sh: SEEDS is empty" >&2; exit 2; }
+HALF_SHARES=$(( 2 + 7 * NSEEDS ))     # in half shares: teacher 2, per seed baseline 2 + TL 5
+TEACHER_WORKERS=${TEACHER_WORKERS:-$(at_least_1 $(( CORES * 2 / HALF_SHARES )))}
+BASELINE_WORKERS=${BASELINE_WORKERS:-$(at_least_1 $(( CORES * 2 / HALF_SHARES )))}
+TL_WORKERS=${TL_WORKERS:-$(at_least_1 $(( CORES * 5 / HALF_SHARES )))}
+ETC_WORKERS=${ETC_WORKERS:-$(at_least_1 $(( CORES / NSEEDS - 1 )))}
 TEACHER_SCALES=${TEACHER_SCALES:-"[1.0]"}
 TEACHER_FLIP=${TEACHER_FLIP:-true}
 STAGES=${STAGES:-"data students etc export"}
