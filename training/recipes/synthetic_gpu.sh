@@ -8,8 +8,8 @@
 #   DEVICE=cpu TRAIN_SEQS=2 ... training/recipes/synthetic_gpu.sh   # a smoke run
 #   STAGES="data students" ...; then STAGES="etc export" ...   # in two sittings
 #
-# It takes about 8 minutes on one H100 (the sum of its measured stages; README, "The GPU
-# recipe"). STAGES picks which of its four stages run (data, students, etc, export), so a machine
+# The default run takes about 8 minutes on one H100 (the sum of its measured stages; README,
+# "Training"); the 2x-input one did not finish in a 15-minute lease with two seeds. STAGES picks which of its four stages run (data, students, etc, export), so a machine
 # that limits one command's time can run it in two commands over the same folders.
 #
 # By default the CPU recipe's configs (training/configs/*.yaml: students 128x256, teacher 256x512,
