@@ -50,7 +50,7 @@ def neighbour_pairs(num_frames: int, labelled: Sequence[int], max_offset: int,
     return sorted(pairs)
 
 
-def shared_tc_flows(frames: Sequence[np.ndarray], cache_dir: Path, name: str
+def shared_tc_flows(frames: Sequence[np.ndarray], cache_dir: Path | None, name: str
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``consistency_flow`` between consecutive ``frames`` (RGB, at a model's input size), shared.
 
@@ -58,9 +58,14 @@ def shared_tc_flows(frames: Sequence[np.ndarray], cache_dir: Path, name: str
     side by side; ``make train`` one after the other) would each compute the same DIS flows at
     start, which took minutes on a shared machine. The first run computes them under a file lock
     and writes ``<cache_dir>/<H>x<W>_<name>_<hash of the frames>.npz``; the others wait and read
-    it. A file of the same size and name with another hash (regenerated data) is deleted. Where
-    ``cache_dir`` cannot be written the flows are computed and not kept.
+    it. A file of the same size and name with another hash (regenerated data) is deleted. Without
+    ``cache_dir``, or where it cannot be written, the flows are computed and not kept.
     """
+    def compute() -> list[tuple[np.ndarray, np.ndarray]]:
+        return [consistency_flow(a, b) for a, b in zip(frames, frames[1:], strict=False)]
+
+    if cache_dir is None:
+        return compute()
     height, width = frames[0].shape[:2]
     digest = hashlib.sha1()
     for frame in frames:
@@ -71,13 +76,13 @@ def shared_tc_flows(frames: Sequence[np.ndarray], cache_dir: Path, name: str
         cache_dir.mkdir(parents=True, exist_ok=True)
         lock = open(cache_dir / f"{stem}lock", "w")  # noqa: SIM115 (held across the block)
     except OSError:
-        return [consistency_flow(a, b) for a, b in zip(frames, frames[1:], strict=False)]
+        return compute()
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
             with np.load(path, allow_pickle=False) as stored:
                 return list(zip(stored["flow"], stored["valid"], strict=True))
-        flows = [consistency_flow(a, b) for a, b in zip(frames, frames[1:], strict=False)]
+        flows = compute()
         for stale in cache_dir.glob(f"{stem}*.npz"):
             if len(stale.stem) == len(path.stem):  # not another sequence's ("<name>_2_<hash>")
                 stale.unlink()

@@ -56,7 +56,7 @@ from etc_ros.models import (
     build_model,
 )
 from etc_ros.preprocess import resize_image, resize_labels
-from etc_ros.temporal import TemporalConsistency, consistency_flow, shared_class_set
+from etc_ros.temporal import TemporalConsistency, shared_class_set
 from etc_ros.tools.metrics import (
     accumulate_confusion,
     gt_classes,
@@ -390,11 +390,7 @@ class Validator:
                     bar.update()
                 if not rgb:
                     continue
-                flows = []
-                if with_tc and flow_cache_dir is not None:
-                    flows = shared_tc_flows(rgb, flow_cache_dir, seq.name)
-                elif with_tc:
-                    flows = [consistency_flow(a, b) for a, b in zip(rgb, rgb[1:], strict=False)]
+                flows = shared_tc_flows(rgb, flow_cache_dir, seq.name) if with_tc else []
                 self.sequences.append((normalize(rgb), labels, flows))
 
     @torch.no_grad()
