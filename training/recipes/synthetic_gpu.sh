@@ -9,17 +9,19 @@
 #   STAGES="data students" ...; then STAGES="etc export" ...   # in two sittings
 #
 # The default run takes about 8 minutes on one H100 (the sum of its measured stages; README,
-# "Training"); the 2x-input one did not finish in a 15-minute lease with two seeds. STAGES picks which of its four stages run (data, students, etc, export), so a machine
-# that limits one command's time can run it in two commands over the same folders.
+# "Training"); the 2x-input one did not finish in a 15-minute lease with two seeds. STAGES picks
+# which of its four stages run (data, students, etc, export), so a machine that limits one
+# command's time can run it in two commands over the same folders.
 #
-# By default the CPU recipe's configs (training/configs/*.yaml: students 128x256, teacher 256x512,
-# data at 256x512); CONFIGS=gpu/syn_ picks training/configs/gpu/syn_*.yaml (students 256x512,
-# teacher 512x1024), whose data is generated at DATA_SIZE="512 1024". More training sequences and iterations, a larger student batch, and the teacher's targets with a
-# flip. Small models leave a GPU mostly idle, so the teacher and the baseline/TL students of all
-# seeds train side by side, then the ETC students (which need the teacher and, for the
-# teacher gate, their seed's TL student) with more loader processes each. The val split is the CPU
-# recipe's (the configs validate on its first 4 sequences); sequences are seeded per (split, index),
-# so the CPU recipe's test split stays held out and `etc_ros.evaluate` can compare both recipes on
+# By default the CPU recipe's configs (training/configs/*.yaml: students 128x256, teacher
+# 256x512, data at 256x512); CONFIGS=gpu/syn_ picks training/configs/gpu/syn_*.yaml (students
+# 256x512, teacher 512x1024), whose data is generated at DATA_SIZE="512 1024". More training
+# sequences and iterations, a larger student batch, and the teacher's targets with a flip.
+# Small models leave a GPU mostly idle, so the teacher and the baseline/TL students of all seeds
+# train side by side, then the ETC students (which need the teacher and, for the teacher gate,
+# their seed's TL student) with more loader processes each. The val split is the CPU recipe's
+# (the configs validate on its first 4 sequences); sequences are seeded per (split, index), so
+# the CPU recipe's test split stays held out and `etc_ros.evaluate` can compare both recipes on
 # it.
 set -euo pipefail
 
