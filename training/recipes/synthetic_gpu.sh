@@ -9,9 +9,11 @@
 #   STAGES="data students" ...; then STAGES="etc export" ...   # in two sittings
 #
 # The default run takes about 8 minutes on one H100 (the sum of its measured stages; README,
-# "Training"); the 2x-input one did not finish in a 15-minute lease with two seeds. STAGES picks
-# which of its four stages run (data, students, etc, export), so a machine that limits one
-# command's time can run it in two commands over the same folders.
+# "Training"). The 2x-input one took 7.4 minutes there with one seed and less training (SEEDS=0
+# TRAIN_SEQS=32 TEACHER_ITERS=800 STUDENT_ITERS=400 VAL_EVERY=200); with two seeds and the
+# defaults it did not finish in a 15-minute lease. STAGES picks which of its four stages run
+# (data, students, etc, export), so a machine that limits one command's time can run it in two
+# commands over the same folders.
 #
 # By default the CPU recipe's configs (training/configs/*.yaml: students 128x256, teacher
 # 256x512, data at 256x512); CONFIGS=gpu/syn_ picks training/configs/gpu/syn_*.yaml (students
