@@ -21,8 +21,10 @@ from training.transforms import (
     Clip,
     TrainTransform,
     crop_clip,
+    draw_class_recolour,
     hflip_clip,
     normalize,
+    recolour_classes,
     resize_clip,
 )
 
@@ -215,6 +217,58 @@ def test_train_transform_moves_every_frame_and_label_together() -> None:
     assert len(draws) > 1  # the crop/flip is random per clip, yet shared by its frames
 
 
+def test_recolour_changes_each_frames_own_classes_only() -> None:
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(40, 220, (H, W, 3), dtype=np.uint8) for _ in range(2)]
+    labels = [np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)]
+    labels[0][:, : W // 2] = 1  # class 1 on the left in frame 0 ...
+    labels[1][:, W // 2 :] = 1  # ... and on the right in frame 1 (it moved)
+    labels[1][0, 0] = IGNORE_INDEX
+    table = draw_class_recolour(19, 0.0, rng)  # nothing drawn: the identity
+    table[1] = (0.5, 1.0, 1.0, 0.0, 0.0)  # class 1: half-way round the colour wheel
+    clip = Clip(frames, labels[0], 0, frame_labels=labels)
+    out = recolour_classes(clip, table)
+    for f, o, lab in zip(frames, out.frames, labels, strict=True):
+        diff = np.abs(o.astype(int) - f.astype(int)).max(axis=2)
+        assert diff[lab != 1].max() <= 1  # other classes and ignore: rounding only
+        assert np.mean(diff[lab == 1] > 10) > 0.9
+    # a grey surface has no hue to rotate: the tint colours it, at its own brightness
+    grey = np.full((H, W, 3), 128, np.uint8)
+    table[1] = (0.0, 1.0, 1.0, 0.3, 0.0)  # tint towards red
+    red = recolour_classes(Clip([grey], labels[0], 0, frame_labels=labels[:1]), table).frames[0]
+    px = red[0, 0].astype(int)
+    assert px[0] > 140 and px[1] < 120 and px[2] < 120
+    assert abs(float(px @ [0.299, 0.587, 0.114]) - 128) < 2
+    # without a label on every frame there is nothing to go by: unchanged
+    assert recolour_classes(Clip(frames, labels[0], 0), table).frames is frames
+
+
+def test_recolour_draws_leave_natural_colours_alone() -> None:
+    """Grass is green and the sky blue or grey in the real world too: those keep their colour."""
+    identity = np.array([0.0, 1.0, 1.0, 0.0, 0.0])
+    tables = [draw_class_recolour(19, 1.0, np.random.default_rng(s)) for s in range(20)]
+    for table in tables:
+        for natural in (8, 9, 10):  # vegetation, terrain, sky
+            assert np.array_equal(table[natural], identity)
+        assert not np.array_equal(table[0], identity)  # road: every class drawn at prob 1
+    assert len({t[0, 0] for t in tables}) == 20  # a fresh draw per clip
+
+
+def test_frame_labels_move_with_the_clip() -> None:
+    rng = np.random.default_rng(2)
+    labels = [rng.integers(0, 19, (H, W)).astype(np.uint8) for _ in range(2)]
+    images = [CITYSCAPES_PALETTE[lab] for lab in labels]
+    scaled = TrainTransform((H, W), (H - 4, W - 6), (0.8, 1.5), flip_prob=0.5, jitter=0.0)
+    cropped = TrainTransform((H, W), (H - 4, W - 6), (1.0, 1.0), flip_prob=0.5, jitter=0.0)
+    for seed in range(6):
+        clip = scaled(Clip(images, labels[0], 0, frame_labels=labels), np.random.default_rng(seed))
+        assert clip.frame_labels is not None and np.array_equal(clip.frame_labels[0], clip.label)
+        clip = cropped(Clip(images, labels[0], 0, frame_labels=labels),
+                       np.random.default_rng(seed))
+        assert clip.frame_labels is not None
+        assert np.array_equal(clip.frames[1], CITYSCAPES_PALETTE[clip.frame_labels[1]])
+
+
 def test_normalize_layout() -> None:
     x = normalize([np.zeros((H, W, 3), np.uint8), np.full((H, W, 3), 255, np.uint8)])
     assert x.shape == (2, 3, H, W)
@@ -249,6 +303,23 @@ def test_clip_dataset_returns_clip_and_cached_flows(tmp_path: Path) -> None:
         assert fw > 0 or i == 4
         neighbour = read_rgb(seqs[0].frames[i + int(fw)])
         assert torch.allclose(item["images"][2], normalize([neighbour])[0])
+
+
+def test_clip_dataset_hands_every_frames_label_to_the_transform(tmp_path: Path) -> None:
+    _generic_tree(tmp_path, frames=4)
+    seqs = load_sequences(tmp_path, "train", "generic")
+    seen: list[Clip] = []
+
+    def record(clip: Clip, rng: np.random.Generator) -> Clip:
+        seen.append(clip)
+        return clip
+
+    ClipDataset(seqs, 19, 3, 1, record, with_flow=False, frame_labels=True)[1]
+    ClipDataset(seqs, 19, 3, 1, record, with_flow=False)[1]
+    with_labels, without = seen
+    assert without.frame_labels is None
+    assert with_labels.frame_labels is not None and len(with_labels.frame_labels) == 3
+    assert all(np.all(lab == 3) for lab in with_labels.frame_labels)
 
 
 def test_clip_dataset_reports_bad_files(tmp_path: Path) -> None:

@@ -315,6 +315,7 @@ def test_bad_data_gives_one_clear_error(breaker, workers: int, tmp_path: Path,
         ({"loss_weights": {"ce": 1.0, "flicker": 1.0}}, "unknown loss_weights key(s) ['flicker']"),
         ({"batch_size": "eight"}, "config key 'batch_size' must be int"),
         ({"loss_weights": {"ce": 1.0, "kd": 1.0}}, "teacher_checkpoint is required"),
+        ({"class_recolour_prob": 1.5}, "class_recolour_prob must be in 0..1"),
     ],
 )
 def test_bad_config_gives_one_clear_error(changes: dict, message: str, data: Path,

@@ -308,11 +308,13 @@ class ClipDataset(Dataset):
     frame ``self.key`` and, when ``with_flow``, ``flows`` (2, 2, H, W): the flow from t to its
     neighbour ``self.neighbor`` (t+k) and back, as the temporal loss needs (zero when the
     neighbour was clipped onto t itself). One random transform is drawn per clip.
+    With ``frame_labels``, a clip whose every frame is labelled carries those labels to the
+    transform (per-class recolouring needs them); the item's label is still frame t's.
     """
 
     def __init__(self, sequences: Sequence[VideoSequence], num_classes: int, num_frames: int,
                  max_offset: int, transform: Callable[[Clip, np.random.Generator], Clip],
-                 with_flow: bool) -> None:
+                 with_flow: bool, frame_labels: bool = False) -> None:
         self.sequences = list(sequences)
         self.items = [(s, t) for s, seq in enumerate(self.sequences) for t in sorted(seq.labels)]
         if not self.items:
@@ -327,6 +329,7 @@ class ClipDataset(Dataset):
         self.max_offset = max_offset
         self.transform = transform
         self.with_flow = with_flow
+        self.frame_labels = frame_labels
 
     def __len__(self) -> int:
         return len(self.items)
@@ -362,7 +365,13 @@ class ClipDataset(Dataset):
                                f"its image is {key_shape[1]}x{key_shape[0]}")
         pairs = [(self.key, self.neighbor), (self.neighbor, self.key)] if self.with_flow else []
         flows = {(a, b): _cached_flow(seq, idx[a], idx[b], key_shape) for a, b in pairs}
-        clip = self.transform(Clip(frames, label, self.key, flows), rng)
+        frame_labels = None
+        if self.frame_labels and all(i in seq.labels for i in idx):
+            frame_labels = [label if i == t else
+                            read_label(seq.labels[i], seq.label_format, self.num_classes)
+                            for i in idx]
+        clip = self.transform(Clip(frames, label, self.key, flows, frame_labels=frame_labels),
+                              rng)
         item = {
             "images": normalize(clip.frames),
             "label": torch.from_numpy(clip.label.astype(np.int64)),

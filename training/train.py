@@ -130,10 +130,13 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.75, 1.5)
     flip_prob: float = 0.5
     color_jitter: float = 0.2
-    hue_jitter: float = 0.0  # style augmentation (training.transforms.PhotometricAugment)
+    hue_jitter: float = 0.0  # style augmentation (training.transforms.style_clip)
     grayscale_prob: float = 0.0
     blur_prob: float = 0.0
     noise_std: float = 0.0
+    # share of clips recoloured class by class (training.transforms.recolour_classes); needs a
+    # label on every clip frame (the synthetic data has them), other clips are left as they are
+    class_recolour_prob: float = 0.0
     max_offset: int = 3  # neighbours t±k with k random in 1..max_offset
     workers: int = 2
     # optimisation
@@ -227,6 +230,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(0 <= cfg.hue_jitter <= 0.5 and 0 <= cfg.grayscale_prob <= 1
            and 0 <= cfg.blur_prob <= 1 and cfg.noise_std >= 0,
            "hue_jitter must be in 0..0.5, grayscale_prob and blur_prob in 0..1, noise_std >= 0")
+    _check(0 <= cfg.class_recolour_prob <= 1, "class_recolour_prob must be in 0..1")
     _check(cfg.backbone_lr_mult >= 0, "backbone_lr_mult must be >= 0")
     _check(not (cfg.backbone_weights and cfg.pretrained_backbone),
            "set either backbone_weights (a converted file) or pretrained_backbone (download)")
@@ -628,9 +632,10 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
     train_seqs = load_sequences(cfg.data_root, cfg.train_split, cfg.dataset)
     transform = TrainTransform(cfg.input_size, cfg.crop_size, cfg.scale_range, cfg.flip_prob,
                                cfg.color_jitter, cfg.hue_jitter, cfg.grayscale_prob,
-                               cfg.blur_prob, cfg.noise_std)
+                               cfg.blur_prob, cfg.noise_std, cfg.class_recolour_prob,
+                               cfg.num_classes)
     dataset = ClipDataset(train_seqs, cfg.num_classes, cfg.clip_frames, cfg.max_offset,
-                          transform, cfg.needs_flow)
+                          transform, cfg.needs_flow, frame_labels=cfg.class_recolour_prob > 0)
     if len(dataset) < cfg.batch_size * ddp.world:
         raise ConfigError(f"only {len(dataset)} labelled training frames for batch size "
                           f"{cfg.batch_size} x {ddp.world} processes")
