@@ -186,8 +186,9 @@ def recolour_classes(clip: Clip, table: np.ndarray) -> Clip:
     pixel's own luminance) reaches grey ones, whose hue is only noise.
     Why: the synthetic world gives each class a narrow range of colours, and the models learn
     them (pale grey read as sky, pale walls as pavement on real photos); shifting the colours of
-    whole classes, one draw per clip, pushes them towards shape, texture and context. Ignored
-    pixels (255) and clips without a label on every frame are left as they are.
+    whole classes, one draw per clip, pushes them towards shape, texture and context. Measured,
+    it did not: the real-image scores fell (docs/EXPERIMENTS.md), so every config leaves it off.
+    Ignored pixels (255) and clips without a label on every frame are left as they are.
     """
     if clip.frame_labels is None:
         return clip
