@@ -58,6 +58,36 @@ def test_recipe_runs_every_stage_and_exports_the_node_weights(tmp_path: Path) ->
         assert "val mIoU" in gate_log.read_text()
 
 
+def test_a_given_teacher_and_config_overrides_reach_the_students(tmp_path: Path) -> None:
+    """TEACHER distils from an existing export (no teacher is trained or exported);
+    STUDENT_SETS reaches every student, ETC_SETS the ETC students only."""
+    teacher = REPO / "etc_ros" / "weights" / "teacher.safetensors"
+    kd1 = "{ce: 1.0, temporal: 0.1, kd: 1.0, pf: 1.0, structured: 1.0, mf: 1.0}"
+    proc = _run(tmp_path, TEACHER=str(teacher), SEEDS="0", TRAIN_SEQS="2", VAL_SEQS="1",
+                FRAMES="6", STUDENT_ITERS="2", STUDENT_BATCH="2", VAL_EVERY="2",
+                STUDENT_SETS="scale_range=[0.75, 2.5]; ", ETC_SETS=f"loss_weights={kd1}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = tmp_path / "runs"
+    assert not (runs / "teacher").exists() and not (runs / "teacher.log").exists()
+    assert sorted(p.name for p in (runs / "export").iterdir()) == [
+        "student_baseline_s0.safetensors", "student_etc_s0.safetensors",
+        "student_tl_s0.safetensors"]
+    recipes = {kind: _meta(runs / "export" / f"student_{kind}_s0.safetensors")["recipe"]
+               for kind in ("baseline", "tl", "etc")}
+    assert all(r["scale_range"] == [0.75, 2.5] for r in recipes.values())
+    assert recipes["etc"]["teacher_checkpoint"] == str(teacher)
+    assert recipes["etc"]["loss_weights"]["kd"] == 1.0
+    assert recipes["tl"]["loss_weights"] == {"ce": 1.0, "temporal": 0.1}
+
+
+def test_a_missing_teacher_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = _run(tmp_path, TEACHER=str(tmp_path / "nope.safetensors"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"synthetic_gpu.sh: TEACHER {tmp_path / 'nope.safetensors'} is not a file"]
+    assert not (tmp_path / "data").exists()
+
+
 def test_unknown_stage_is_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = _run(tmp_path, STAGES="data train")
     assert proc.returncode == 2

@@ -7,6 +7,9 @@
 #       training/recipes/synthetic_gpu.sh              # students at 256x512, teacher 512x1024
 #   DEVICE=cpu TRAIN_SEQS=2 ... training/recipes/synthetic_gpu.sh   # a smoke run
 #   STAGES="data students" ...; then STAGES="etc export" ...   # in two sittings
+#   TEACHER=etc_ros/weights/teacher.safetensors OUT=runs/gpu_kd1 \
+#       ETC_SETS="loss_weights={ce: 1.0, temporal: 0.1, kd: 1.0, pf: 1.0, structured: 1.0, mf: 1.0}" \
+#       training/recipes/synthetic_gpu.sh              # students only, a variant, the shipped teacher
 #
 # The default run takes about 8 minutes on one H100 (the sum of its measured stages; README,
 # "Training"). The 2x-input one took 7.4 minutes there with one seed and less training (SEEDS=0
@@ -57,6 +60,21 @@ TEACHER_SCALES=${TEACHER_SCALES:-"[1.0]"}
 TEACHER_FLIP=${TEACHER_FLIP:-true}
 STAGES=${STAGES:-"data students etc export"}
 CONFIGS=${CONFIGS:-}                  # prefix of the config names under training/configs/
+# TEACHER: an exported teacher (.safetensors) to distil from instead of training one; the
+# students stage then trains no teacher and the export stage exports none.
+TEACHER=${TEACHER:-}
+# Config overrides, `;`-separated KEY=VALUE items (YAML values, as `training.train --set`):
+# STUDENT_SETS for every student (baseline, TL, ETC), ETC_SETS for the ETC students only.
+IFS=';' read -r -a STUDENT_SET_ITEMS <<<"${STUDENT_SETS:-}"
+IFS=';' read -r -a ETC_SET_ITEMS <<<"${ETC_SETS:-}"
+as_sets() { local item; for item in "$@"; do [ -n "${item// }" ] && printf -- '--set\0%s\0' "$item"; done; return 0; }
+mapfile -d '' STUDENT_SET_ARGS < <(as_sets "${STUDENT_SET_ITEMS[@]}")
+mapfile -d '' ETC_SET_ARGS < <(as_sets "${ETC_SET_ITEMS[@]}")
+if [ -n "$TEACHER" ] && [ ! -f "$TEACHER" ]; then
+    echo "synthetic_gpu.sh: TEACHER $TEACHER is not a file" >&2
+    exit 2
+fi
+TEACHER_CKPT=${TEACHER:-$OUT/teacher/best.safetensors}
 read -r DATA_H DATA_W <<<"${DATA_SIZE:-256 512}"
 for st in $STAGES; do
     case $st in data|students|etc|export) ;;
@@ -95,17 +113,22 @@ if stage data; then
 fi
 
 if stage students; then
-    stamp "teacher + baseline and TL students (seeds: $SEEDS)"
     pids=()
-    train teacher teacher 0 "$TEACHER_WORKERS" --max-iters "$TEACHER_ITERS" \
-        --batch-size "$TEACHER_BATCH" &
-    pids+=($!)
+    if [ -z "$TEACHER" ]; then
+        stamp "teacher + baseline and TL students (seeds: $SEEDS)"
+        train teacher teacher 0 "$TEACHER_WORKERS" --max-iters "$TEACHER_ITERS" \
+            --batch-size "$TEACHER_BATCH" &
+        pids+=($!)
+    else
+        stamp "baseline and TL students (seeds: $SEEDS; teacher: $TEACHER)"
+    fi
     for s in $SEEDS; do
         train "student_baseline_s$s" student_baseline "$s" "$BASELINE_WORKERS" \
-            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" &
+            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" \
+            "${STUDENT_SET_ARGS[@]}" &
         pids+=($!)
         train "student_tl_s$s" student_tl "$s" "$TL_WORKERS" \
-            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" &
+            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" "${STUDENT_SET_ARGS[@]}" &
         pids+=($!)
     done
     wait_all "${pids[@]}"
@@ -118,10 +141,11 @@ if stage etc; then
     pids=()
     for s in $SEEDS; do
         etc_args=(--max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH"
-                  --set "teacher_checkpoint=$OUT/teacher/best.safetensors"
+                  --set "teacher_checkpoint=$TEACHER_CKPT"
                   --set "teacher_gate_reference=$OUT/student_tl_s$s/best.safetensors"
                   --set "teacher_cache_dir=$OUT/teacher_cache_s$s"
-                  --set "teacher_scales=$TEACHER_SCALES" --set "teacher_flip=$TEACHER_FLIP")
+                  --set "teacher_scales=$TEACHER_SCALES" --set "teacher_flip=$TEACHER_FLIP"
+                  "${STUDENT_SET_ARGS[@]}" "${ETC_SET_ARGS[@]}")
         (
             # The gate refuses a teacher that is not 3 val mIoU better than this seed's TL student
             # (exit 3, like `make train`); then distil anyway and say so, rather than ship nothing.
@@ -143,8 +167,10 @@ fi
 
 if stage export; then
     stamp "export"
-    "$PY" -m training.export --run "$OUT/teacher" --out "$OUT/export/teacher.safetensors" \
-        --name teacher
+    if [ -z "$TEACHER" ]; then
+        "$PY" -m training.export --run "$OUT/teacher" --out "$OUT/export/teacher.safetensors" \
+            --name teacher
+    fi
     for s in $SEEDS; do
         for kind in baseline tl etc; do
             "$PY" -m training.export --run "$OUT/student_${kind}_s$s" \
