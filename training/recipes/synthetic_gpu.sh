@@ -51,7 +51,13 @@ CORES=$(getconf _NPROCESSORS_ONLN)   # not nproc: it follows OMP_NUM_THREADS
 at_least_1() { echo $(( $1 > 1 ? $1 : 1 )); }
 NSEEDS=$(wc -w <<<"$SEEDS")
 [ "$NSEEDS" -gt 0 ] || { echo "synthetic_gpu.sh: SEEDS is empty" >&2; exit 2; }
-HALF_SHARES=$(( 2 + 7 * NSEEDS ))     # in half shares: teacher 2, per seed baseline 2 + TL 5
+# TEACHER: an exported teacher (.safetensors) to distil from instead of training one; the
+# students stage then trains no teacher and the export stage exports none.
+TEACHER=${TEACHER:-}
+# in half shares: teacher 2 (unless TEACHER is given), per seed baseline 2 + TL 5
+TEACHER_HALF_SHARES=2
+if [ -n "$TEACHER" ]; then TEACHER_HALF_SHARES=0; fi
+HALF_SHARES=$(( TEACHER_HALF_SHARES + 7 * NSEEDS ))
 TEACHER_WORKERS=${TEACHER_WORKERS:-$(at_least_1 $(( CORES * 2 / HALF_SHARES )))}
 BASELINE_WORKERS=${BASELINE_WORKERS:-$(at_least_1 $(( CORES * 2 / HALF_SHARES )))}
 TL_WORKERS=${TL_WORKERS:-$(at_least_1 $(( CORES * 5 / HALF_SHARES )))}
@@ -60,14 +66,16 @@ TEACHER_SCALES=${TEACHER_SCALES:-"[1.0]"}
 TEACHER_FLIP=${TEACHER_FLIP:-true}
 STAGES=${STAGES:-"data students etc export"}
 CONFIGS=${CONFIGS:-}                  # prefix of the config names under training/configs/
-# TEACHER: an exported teacher (.safetensors) to distil from instead of training one; the
-# students stage then trains no teacher and the export stage exports none.
-TEACHER=${TEACHER:-}
 # Config overrides, `;`-separated KEY=VALUE items (YAML values, as `training.train --set`):
 # STUDENT_SETS for every student (baseline, TL, ETC), ETC_SETS for the ETC students only.
 IFS=';' read -r -a STUDENT_SET_ITEMS <<<"${STUDENT_SETS:-}"
 IFS=';' read -r -a ETC_SET_ITEMS <<<"${ETC_SETS:-}"
-as_sets() { local item; for item in "$@"; do [ -n "${item// }" ] && printf -- '--set\0%s\0' "$item"; done; return 0; }
+as_sets() {  # as_sets ITEM...: NUL-separated `--set ITEM` pairs, blank items skipped
+    local item
+    for item in "$@"; do
+        if [ -n "${item// }" ]; then printf -- '--set\0%s\0' "$item"; fi
+    done
+}
 mapfile -d '' STUDENT_SET_ARGS < <(as_sets "${STUDENT_SET_ITEMS[@]}")
 mapfile -d '' ETC_SET_ARGS < <(as_sets "${ETC_SET_ITEMS[@]}")
 if [ -n "$TEACHER" ] && [ ! -f "$TEACHER" ]; then
