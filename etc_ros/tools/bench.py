@@ -48,7 +48,7 @@ from etc_ros.tools.metrics import percentiles
 from etc_ros.tools.proc import Child, child, interrupt_on_sigterm, node_command, setup_ros_env
 
 DEMO_CLIP = resource("assets", "demo_street.mp4")
-DEFAULT_ARCH = "lraspp_mobilenetv3"
+DEFAULT_ARCH = "lraspp_effnet_lite0"  # the shipped students' network, for the random fallback
 # The node's default model (not imported from etc_ros.node: --forward-only must not need rclpy).
 DEFAULT_MODEL = resource("weights", "student_etc.safetensors")
 TARGET_MARGIN_MS = 3.0

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (inputs, models, outputs, device, frame limit, flow presets)."""
     p = Parser("evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True, metavar="PATH",
-                   help="checkpoint (.safetensors); repeat to compare models on the same frames")
+                   help="checkpoint (.safetensors, or .onnx from etc_ros.export_onnx); repeat to "
+                   "compare models on the same frames")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--bag", metavar="PATH", help="rosbag2 directory or file (MCAP or sqlite3)")
     src.add_argument("--video", metavar="FILE", help="video file")
