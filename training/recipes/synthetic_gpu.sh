@@ -120,6 +120,9 @@ if stage data; then
         --workers "$CORES"
 fi
 
+# every student's run: iterations, batch and the STUDENT_SETS overrides
+student_args=(--max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" "${STUDENT_SET_ARGS[@]}")
+
 if stage students; then
     pids=()
     if [ -z "$TEACHER" ]; then
@@ -131,12 +134,9 @@ if stage students; then
         stamp "baseline and TL students (seeds: $SEEDS; teacher: $TEACHER)"
     fi
     for s in $SEEDS; do
-        train "student_baseline_s$s" student_baseline "$s" "$BASELINE_WORKERS" \
-            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" \
-            "${STUDENT_SET_ARGS[@]}" &
+        train "student_baseline_s$s" student_baseline "$s" "$BASELINE_WORKERS" "${student_args[@]}" &
         pids+=($!)
-        train "student_tl_s$s" student_tl "$s" "$TL_WORKERS" \
-            --max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH" "${STUDENT_SET_ARGS[@]}" &
+        train "student_tl_s$s" student_tl "$s" "$TL_WORKERS" "${student_args[@]}" &
         pids+=($!)
     done
     wait_all "${pids[@]}"
@@ -148,12 +148,12 @@ if stage etc; then
     # on an H100 two such builds took 44 s each, one alone (three scales) 37 s.
     pids=()
     for s in $SEEDS; do
-        etc_args=(--max-iters "$STUDENT_ITERS" --batch-size "$STUDENT_BATCH"
-                  --set "teacher_checkpoint=$TEACHER_CKPT"
+        # the user's overrides last, so that they win
+        etc_args=(--set "teacher_checkpoint=$TEACHER_CKPT"
                   --set "teacher_gate_reference=$OUT/student_tl_s$s/best.safetensors"
                   --set "teacher_cache_dir=$OUT/teacher_cache_s$s"
                   --set "teacher_scales=$TEACHER_SCALES" --set "teacher_flip=$TEACHER_FLIP"
-                  "${STUDENT_SET_ARGS[@]}" "${ETC_SET_ARGS[@]}")
+                  "${student_args[@]}" "${ETC_SET_ARGS[@]}")
         (
             # The gate refuses a teacher that is not 3 val mIoU better than this seed's TL student
             # (exit 3, like `make train`); then distil anyway and say so, rather than ship nothing.
