@@ -94,6 +94,31 @@ def test_configs_train_and_log_their_losses(name: str, terms: set[str], data: Pa
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
 
 
+def test_etc_trains_through_the_labelled_frame_only(data: Path, teacher: Path,
+                                                  tmp_path: Path) -> None:
+    changes = {"teacher_checkpoint": str(teacher), "allow_weak_teacher": True,
+               "teacher_cache_dir": str(tmp_path / "teacher_cache"), "grad_frames": "labelled"}
+    run = tmp_path / "run"
+    assert _run(_config(tmp_path, "student_etc", data, **changes), run) == 0
+    logged = {n.removeprefix("train/") for _, n, _ in _metrics(run) if n.startswith("train/")}
+    assert logged == {"ce", "temporal", "kd", "pf", "structured", "mf", "total", "lr"}
+    _, meta = load_model(run / "best.safetensors")
+    assert meta.recipe["grad_frames"] == "labelled"
+
+
+def test_labelled_grad_frames_keep_frame_order_and_detach_the_neighbours() -> None:
+    torch.manual_seed(0)
+    model = build_model("lraspp_effnet_lite0", 19).eval()  # eval: BN the same for both calls
+    images = torch.randn(2, 3, 3, 64, 128)
+    every = train._forward_clip(train._TrainForward(model), model, images, 1, "all")
+    labelled = train._forward_clip(train._TrainForward(model), model, images, 1, "labelled")
+    assert [f.logits.requires_grad for f in labelled] == [False, True, False]
+    assert all(f.logits.requires_grad for f in every)
+    for a, b in zip(every, labelled, strict=True):
+        torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a.features, b.features, rtol=1e-4, atol=1e-4)
+
+
 def test_teacher_checkpoint_is_the_configured_architecture(teacher: Path) -> None:
     _, meta = load_model(teacher)
     assert meta.architecture == yaml.safe_load((CONFIGS / "teacher.yaml").read_text())["arch"]
@@ -316,6 +341,7 @@ def test_bad_data_gives_one_clear_error(breaker, workers: int, tmp_path: Path,
         ({"batch_size": "eight"}, "config key 'batch_size' must be int"),
         ({"loss_weights": {"ce": 1.0, "kd": 1.0}}, "teacher_checkpoint is required"),
         ({"class_recolour_prob": 1.5}, "class_recolour_prob must be in 0..1"),
+        ({"grad_frames": "key"}, "grad_frames must be one of ['all', 'labelled']"),
     ],
 )
 def test_bad_config_gives_one_clear_error(changes: dict, message: str, data: Path,

@@ -91,6 +91,7 @@ from training.transforms import (
 )
 
 DISTILL_TERMS = ("kd", "pf", "structured", "mf")
+GRAD_FRAMES = ("all", "labelled")
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 
@@ -148,6 +149,9 @@ class TrainConfig:
     poly_power: float = 0.9
     amp: bool = True  # CUDA only; ignored on CPU
     seed: int = 0
+    # which clip frames the student trains through: "all", or "labelled" (the neighbours run
+    # without gradients, as fixed targets for TL/PF/MF: about a third of the step's cost)
+    grad_frames: str = "all"
     # losses
     aux_weight: float = 0.4
     loss_weights: dict[str, float] = field(default_factory=lambda: {"ce": 1.0})
@@ -238,10 +242,14 @@ def validate_config(cfg: TrainConfig) -> None:
            and all(s > 0 for s in cfg.teacher_scales),
            "teacher_min_gain must be >= 0 and teacher_scales a non-empty list of scales > 0")
     _check(cfg.max_offset >= 1, "max_offset must be >= 1")
+    _check(cfg.grad_frames in GRAD_FRAMES,
+           f"grad_frames must be one of {list(GRAD_FRAMES)}, got {cfg.grad_frames!r}")
     _check(cfg.batch_size >= 1 and cfg.iters >= 1 and cfg.workers >= 0,
            "batch_size and iters must be >= 1, workers >= 0")
-    _check(cfg.batch_size * cfg.clip_frames >= 2,
-           "batch_size x clip frames must be >= 2 (batch norm needs two samples)")
+    frames_with_grad = cfg.clip_frames if cfg.grad_frames == "all" else 1
+    _check(cfg.batch_size * frames_with_grad >= 2,
+           "batch_size x clip frames with gradients must be >= 2 (batch norm needs two "
+           "samples)")
     _check(cfg.lr > 0 and cfg.momentum >= 0 and cfg.weight_decay >= 0 and cfg.poly_power >= 0,
            "lr must be > 0; momentum, weight_decay and poly_power >= 0")
     _check(cfg.val_every >= 1 and cfg.log_every >= 1, "val_every and log_every must be >= 1")
@@ -344,6 +352,26 @@ def _cached_teacher(batch: dict[str, torch.Tensor], device: torch.device, size: 
             None, feats[:, i]))
         masks.append(F.interpolate(valid[:, i], size=size, mode="nearest"))
     return outs, masks
+
+
+def _forward_clip(forward: nn.Module, model: nn.Module, images: torch.Tensor, key: int,
+                  grad_frames: str) -> list[TrainOutput]:
+    """The student on every clip frame (N, T, 3, H, W) -> one TrainOutput per frame.
+
+    ``grad_frames="labelled"`` runs the labelled frame ``key`` with gradients and its
+    neighbours once more without (``model.forward_train``, outside DDP), so the temporal and
+    distillation terms pull the labelled frame towards fixed neighbours and backward costs one
+    frame, not T.
+    """
+    n, t = images.shape[:2]
+    if grad_frames == "all" or t == 1:
+        return _split_frames(forward(images.flatten(0, 1)), n, t)
+    keyed = forward(images[:, key])
+    others = [i for i in range(t) if i != key]
+    with torch.no_grad():
+        frames = _split_frames(model.forward_train(images[:, others].flatten(0, 1)), n, t - 1)
+    frames.insert(key, keyed)
+    return frames
 
 
 def _split_frames(out: TrainOutput, n: int, t: int) -> list[TrainOutput]:
@@ -705,13 +733,12 @@ def _train(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> dict[str, fl
         batch = next(batches)
         images = batch["images"].to(ddp.device, non_blocking=True)
         label = batch["label"].to(ddp.device, non_blocking=True)
-        n, t = images.shape[:2]
-        flat = images.flatten(0, 1)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-            student = _split_frames(forward(flat), n, t)
+            student = _forward_clip(forward, model, images, dataset.key, cfg.grad_frames)
             teacher_out = teacher_valid = None
             if "teacher_logits" in batch:
-                teacher_out, teacher_valid = _cached_teacher(batch, ddp.device, flat.shape[-2:])
+                teacher_out, teacher_valid = _cached_teacher(batch, ddp.device,
+                                                             images.shape[-2:])
             flows = batch["flows"].to(ddp.device) if "flows" in batch else None
             loss, parts = loss_fn(
                 student, label, teacher=teacher_out, images=list(images.unbind(1)),
