@@ -150,7 +150,8 @@ class TrainConfig:
     amp: bool = True  # CUDA only; ignored on CPU
     seed: int = 0
     # which clip frames the student trains through: "all", or "labelled" (the neighbours run
-    # without gradients, as fixed targets for TL/PF/MF: about a third of the step's cost)
+    # without gradients, as fixed targets for TL/PF/MF; on the CPU recipe ETC then took 1.9x
+    # the baseline's time instead of 3.2x, and lost accuracy: docs/EXPERIMENTS.md)
     grad_frames: str = "all"
     # losses
     aux_weight: float = 0.4
