@@ -97,7 +97,8 @@ def test_unknown_stage_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_data_size_and_configs_pick_the_2x_variant(tmp_path: Path) -> None:
-    """DATA_SIZE sets the generated frames; CONFIGS the config files every run reads."""
+    """DATA_SIZE sets the generated frames; CONFIGS the config files every run reads,
+    TEACHER_CONFIG the teacher's."""
     proc = _run(tmp_path, STAGES="data", DATA_SIZE="64 128", TRAIN_SEQS="1", VAL_SEQS="1",
                 FRAMES="3")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -107,3 +108,8 @@ def test_data_size_and_configs_pick_the_2x_variant(tmp_path: Path) -> None:
     assert proc.returncode != 0
     log = (tmp_path / "runs" / "teacher.log").read_text()
     assert "training/configs/gpu/nonexistent_teacher.yaml" in log
+    (tmp_path / "runs" / "teacher.log").unlink()
+    proc = _run(tmp_path, STAGES="students", TEACHER_CONFIG="teacher_nonexistent", SEEDS="0")
+    assert proc.returncode != 0
+    log = (tmp_path / "runs" / "teacher.log").read_text()
+    assert "training/configs/teacher_nonexistent.yaml" in log

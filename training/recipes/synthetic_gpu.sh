@@ -10,6 +10,8 @@
 #   TEACHER=etc_ros/weights/teacher.safetensors OUT=runs/gpu_kd1 \
 #       ETC_SETS="loss_weights={ce: 1.0, temporal: 0.1, kd: 1.0, pf: 1.0, structured: 1.0, mf: 1.0}" \
 #       training/recipes/synthetic_gpu.sh              # students only, a variant, the shipped teacher
+#   TEACHER_CONFIG=teacher_lite2 ETC_SETS="teacher_arch=pspnet_effnet_lite2" OUT=runs/gpu_lite2 \
+#       training/recipes/synthetic_gpu.sh              # a stronger teacher (EfficientNet-Lite2)
 #
 # The default run takes about 8 minutes on one H100 (the sum of its measured stages; README,
 # "Training"). The 2x-input one took 7.4 minutes there with one seed and less training (SEEDS=0
@@ -66,6 +68,9 @@ TEACHER_SCALES=${TEACHER_SCALES:-"[1.0]"}
 TEACHER_FLIP=${TEACHER_FLIP:-true}
 STAGES=${STAGES:-"data students etc export"}
 CONFIGS=${CONFIGS:-}                  # prefix of the config names under training/configs/
+# the teacher's config name (after CONFIGS), e.g. teacher_lite2; a teacher of another
+# architecture than the student configs' teacher_arch also needs ETC_SETS="teacher_arch=..."
+TEACHER_CONFIG=${TEACHER_CONFIG:-teacher}
 # Config overrides, `;`-separated KEY=VALUE items (YAML values, as `training.train --set`):
 # STUDENT_SETS for every student (baseline, TL, ETC), ETC_SETS for the ETC students only.
 IFS=';' read -r -a STUDENT_SET_ITEMS <<<"${STUDENT_SETS:-}"
@@ -127,7 +132,7 @@ if stage students; then
     pids=()
     if [ -z "$TEACHER" ]; then
         stamp "teacher + baseline and TL students (seeds: $SEEDS)"
-        train teacher teacher 0 "$TEACHER_WORKERS" --max-iters "$TEACHER_ITERS" \
+        train teacher "$TEACHER_CONFIG" 0 "$TEACHER_WORKERS" --max-iters "$TEACHER_ITERS" \
             --batch-size "$TEACHER_BATCH" &
         pids+=($!)
     else
