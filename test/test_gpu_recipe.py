@@ -109,6 +109,7 @@ def test_data_size_and_configs_pick_the_2x_variant(tmp_path: Path) -> None:
     log = (tmp_path / "runs" / "teacher.log").read_text()
     assert "training/configs/gpu/nonexistent_teacher.yaml" in log
     (tmp_path / "runs" / "teacher.log").unlink()
+    # the students stop at once too: 3 training frames cannot fill the default batch of 16
     proc = _run(tmp_path, STAGES="students", TEACHER_CONFIG="teacher_nonexistent", SEEDS="0")
     assert proc.returncode != 0
     log = (tmp_path / "runs" / "teacher.log").read_text()
