@@ -93,11 +93,14 @@ export: venv
 	$(MAKE) onnx
 
 # Ship the GPU recipe's seed-0 students and its teacher (training/recipes/synthetic_gpu.sh wrote
-# them to runs/gpu/export; seed 0 ships, no picking of the better seed).
+# them to GPU_EXPORT; seed 0 ships, no picking of the better seed). A run that distilled from an
+# existing teacher (TEACHER=...) exported none: the shipped teacher stays.
+GPU_EXPORT ?= runs/gpu/export
 ship-gpu: venv
-	cp runs/gpu/export/student_etc_s0.safetensors etc_ros/weights/student_etc.safetensors
-	cp runs/gpu/export/student_baseline_s0.safetensors etc_ros/weights/student_baseline.safetensors
-	cp runs/gpu/export/teacher.safetensors etc_ros/weights/teacher.safetensors
+	cp $(GPU_EXPORT)/student_etc_s0.safetensors etc_ros/weights/student_etc.safetensors
+	cp $(GPU_EXPORT)/student_baseline_s0.safetensors etc_ros/weights/student_baseline.safetensors
+	if [ -f $(GPU_EXPORT)/teacher.safetensors ]; then \
+	    cp $(GPU_EXPORT)/teacher.safetensors etc_ros/weights/teacher.safetensors; fi
 	$(MAKE) onnx
 
 # Every trained model (teacher, both seeds of baseline / TL / ETC) on the 16 held-out test
