@@ -121,11 +121,18 @@ def check_schema(res: dict, frames: int, labelled: bool) -> None:
             assert m["miou"] is None
         assert len(m["per_class"]) == 19 and "road" in m["per_class"]
         for entry in m["per_class"].values():
-            assert set(entry) == {"iou", "recall", "tc"}
-            for v in entry.values():
-                assert v is None or (isinstance(v, float) and 0.0 <= v <= 100.0)
+            assert set(entry) == {"iou", "recall", "mistaken_for", "tc"}
+            for k, v in entry.items():
+                if k != "mistaken_for":
+                    assert v is None or (isinstance(v, float) and 0.0 <= v <= 100.0)
             if not labelled:
                 assert entry["iou"] is None and entry["recall"] is None
+                assert entry["mistaken_for"] is None
+            elif entry["recall"] is not None:  # right + the largest mistakes never exceed 100
+                shares = list(entry["mistaken_for"].values())
+                assert len(shares) <= 3 and all(v >= 1.0 for v in shares)
+                assert shares == sorted(shares, reverse=True)
+                assert entry["recall"] + sum(shares) <= 100.0 + 1e-3
         assert any(e["tc"] is not None for e in m["per_class"].values())
         lat = m["latency_ms"]
         assert set(lat) == {"p50", "p95", "max"}
@@ -222,7 +229,8 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
             label[20:44, 10 + 3 * t:30 + 3 * t] = 13  # car
             label[-2:] = 255  # ignored
             cv2.imwrite(str(tmp_path / "ds" / "test" / seq / "labels" / f"{t:06d}.png"), label)
-    res = run_eval(tmp_path, models, "--dataset", str(tmp_path / "ds"), "--split", "test")
+    res = run_eval(tmp_path, models, "--dataset", str(tmp_path / "ds"), "--split", "test",
+                   "--report-dir", str(tmp_path / "rep"))
     check_schema(res, frames=6, labelled=True)
     assert res["input"]["pairs"] == 4  # no pair across the sequence boundary
     for m in res["models"]:
@@ -237,6 +245,7 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
     inter = np.zeros(19)
     union = np.zeros(19)
     labelled = np.zeros(19)
+    gt_to_pred = np.zeros((19, 19))
     for label_file in sorted((tmp_path / "ds" / "test").glob("*/labels/*.png")):
         bgr = cv2.imread(str(label_file.parent.parent / "images" / label_file.name))
         pred = seg.segment([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)])[0].labels
@@ -245,6 +254,8 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
             inter[c] += ((gt == c) & (pred == c)).sum()
             union[c] += (((gt == c) | (pred == c)) & (gt != 255)).sum()
             labelled[c] += (gt == c).sum()
+            for p in range(19):
+                gt_to_pred[c, p] += ((gt == c) & (pred == p)).sum()
     got = res["models"][0]["per_class"]
     for c, name in enumerate(CITYSCAPES_CLASSES):
         if union[c]:
@@ -254,8 +265,26 @@ def test_labelled_split(tmp_path: Path, models: list[str]) -> None:
         if labelled[c]:  # recall: share of the class's labelled pixels predicted as it
             assert got[name]["recall"] == pytest.approx(100 * inter[c] / labelled[c],
                                                         abs=1e-3), name
+            # mistaken_for: the other classes that took >= 1 % of them, largest three
+            share = 100 * gt_to_pred[c] / labelled[c]
+            share[c] = 0
+            want = {CITYSCAPES_CLASSES[p]: share[p] for p in np.argsort(-share, kind="stable")[:3]
+                    if share[p] >= 1.0}
+            assert list(got[name]["mistaken_for"]) == list(want), name
+            assert list(got[name]["mistaken_for"].values()) == pytest.approx(
+                list(want.values()), abs=1e-3), name
         else:
             assert got[name]["recall"] is None, name
+            assert got[name]["mistaken_for"] is None, name
+    assert any(got[n]["mistaken_for"] for n in ("road", "sky", "car"))  # a random net errs
+    # the report shows the same: per labelled class, recall then the mistakes, one cell a model
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## What each labelled class is predicted as" in text
+    road = next(ln for ln in text.splitlines() if ln.startswith("| road |") and "right" in ln)
+    cell = road.split(" | ")[1]
+    assert cell.startswith(f"{got['road']['recall']:.0f} right")
+    for other, v in got["road"]["mistaken_for"].items():
+        assert f"{other} {v:.0f}" in cell
 
 
 def test_keyframe_rows(tmp_path: Path, models: list[str]) -> None:
@@ -278,6 +307,7 @@ def test_keyframe_rows(tmp_path: Path, models: list[str]) -> None:
     assert rows["student_a@kf4"]["tc_pixel"] > 50.0
     text = (report / "report.md").read_text()
     assert "student_a@kf4" in text and "same" in text
+    assert "predicted as" not in text  # no labels, no mistakes table
     assert (report / "accuracy_vs_latency.png").stat().st_size > 0
     assert (report / "tc_per_frame.csv").read_text().startswith("model,frame,tc,tc_pixel")
 

@@ -41,6 +41,7 @@ from etc_ros.tools.cli import EXIT_USAGE, Parser, fail
 from etc_ros.tools.metrics import (
     accumulate_confusion,
     class_iou,
+    class_mistakes,
     class_recall,
     gt_classes,
     mean_iou,
@@ -300,6 +301,11 @@ def _pct(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
+def _named_shares(shares: list[tuple[int, float]] | None,
+                  classes: list[str]) -> dict[str, float] | None:
+    return None if shares is None else {classes[p]: round(v, 4) for p, v in shares}
+
+
 def _tc_class_names(runs: list[_ModelRun]) -> list[str]:
     """The one class set of this run (ground-truth classes, or those every row predicts)."""
     names = runs[0].class_names
@@ -321,10 +327,12 @@ def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
                                             strict=True))
     ious: list[float | None] = [None] * len(classes)
     recalls: list[float | None] = [None] * len(classes)
+    mistakes: list[list[tuple[int, float]] | None] = [None] * len(classes)
     miou = None
     if run.labelled:
         ious = class_iou(run.confusion)
         recalls = class_recall(run.confusion)
+        mistakes = class_mistakes(run.confusion)
         miou = mean_iou(run.confusion)  # over the classes present in the ground truth
     lat = np.asarray(run.series.forward_ms, np.float64)
     pct = percentiles(lat)
@@ -337,6 +345,7 @@ def _model_result(run: _ModelRun, tc_classes: list[str]) -> dict[str, Any]:
         "tc_classes": list(tc_classes),
         "miou": _pct(miou),
         "per_class": {c: {"iou": _pct(ious[i]), "recall": _pct(recalls[i]),
+                          "mistaken_for": _named_shares(mistakes[i], classes),
                           "tc": _pct(tc["per_class"].get(c))}
                       for i, c in enumerate(classes)},
         "latency_ms": {k: round(v, 4) for k, v in pct.items()},

@@ -51,6 +51,25 @@ def class_recall(confusion: np.ndarray) -> list[float | None]:
             for c in range(confusion.shape[0])]
 
 
+def class_mistakes(confusion: np.ndarray, top: int = 3,
+                   min_share: float = 1.0) -> list[list[tuple[int, float]] | None]:
+    """Per ground-truth class, the other classes its labelled pixels are predicted as: up to
+    `top` (class id, % of the class's labelled pixels) pairs of at least `min_share` %, largest
+    first (None where the class is not in the ground truth). Recall says how much of a region
+    is right; this says what the rest became (on real images: road read as sky or sidewalk)."""
+    total = confusion.sum(1)
+    out: list[list[tuple[int, float]] | None] = []
+    for c in range(confusion.shape[0]):
+        if total[c] == 0:
+            out.append(None)
+            continue
+        share = confusion[c].astype(np.float64) / total[c] * 100.0
+        share[c] = 0.0
+        order = np.argsort(-share, kind="stable")[:top]
+        out.append([(int(p), float(share[p])) for p in order if share[p] >= min_share])
+    return out
+
+
 def mean_iou(confusion: np.ndarray) -> float | None:
     """mIoU in %: the mean IoU over the classes present in the ground truth, None if none is.
 

@@ -104,6 +104,7 @@ def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> 
         if any(c != "–" for c in cells):
             lines.append(f"| {cname} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += _mistakes_table(models, class_names)
     if figures:
         lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
         lines += [f"Per-frame TC values: [{TC_CSV}]({TC_CSV})", ""]
@@ -111,6 +112,29 @@ def markdown(results: dict[str, Any], figures: list[str], video: str | None) -> 
         lines += [f"Side-by-side overlay video: [{video}]({video})", "",
                   f"![input and overlays of a few frames]({STRIP_NAME})", ""]
     return "\n".join(lines)
+
+
+def _mistakes_table(models: list[dict[str, Any]], class_names: list[str]) -> list[str]:
+    """Per labelled class: what each model predicts instead (recall first, then the mistakes)."""
+    rows = []
+    for cname in class_names:
+        cells = []
+        for m in models:
+            entry = m["per_class"].get(cname, {})
+            if entry.get("mistaken_for") is None:
+                cells.append("–")
+                continue
+            wrong = ", ".join(f"{p} {v:.0f}" for p, v in entry["mistaken_for"].items())
+            cells.append(f"{_fmt(entry.get('recall'), 0)} right" + (f"; {wrong}" if wrong else ""))
+        if any(c != "–" for c in cells):
+            rows.append(f"| {cname} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["## What each labelled class is predicted as", "",
+            "% of the class's labelled pixels: predicted right (recall), then the other classes "
+            "that take at least 1 % of them (up to three).", "",
+            "| class | " + " | ".join(m["name"] for m in models) + " |",
+            "|---|" + "---|" * len(models), *rows, ""]
 
 
 def _broken_line(points: list[tuple[int, float | None]]) -> tuple[list[float], list[float]]:
