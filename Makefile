@@ -108,11 +108,18 @@ ship-gpu: venv
 # shipped ONNX model in fp32 and int8. Writes docs/results_*.json and the report's plots.
 # EXPORTS picks the students: runs/export (this CPU's `make train`) or runs/gpu/export (the GPU
 # recipe, where the shipped weights come from: `make results real-results EXPORTS=runs/gpu/export`).
+# Where EXPORTS holds no student (a fresh clone), the shipped weights are evaluated: seed 0's
+# baseline and ETC students, no retraining needed.
 EXPORTS ?= runs/export
 EVAL := $(ROS_ENV) $(PY) -m etc_ros.evaluate --device cpu
-MODELS := --model etc_ros/weights/teacher.safetensors \
-	$(foreach s,$(SEEDS),$(foreach k,baseline tl etc,--model $(EXPORTS)/student_$(k)_s$(s).safetensors))
+EXPORTED := $(wildcard $(EXPORTS)/student_*_s*.safetensors)
+STUDENTS := $(if $(EXPORTED),\
+	$(foreach s,$(SEEDS),$(foreach k,baseline tl etc,--model $(EXPORTS)/student_$(k)_s$(s).safetensors)),\
+	--model etc_ros/weights/student_baseline.safetensors --model etc_ros/weights/student_etc.safetensors)
+MODELS := --model etc_ros/weights/teacher.safetensors $(STUDENTS)
+SHIPPED_NOTE := $(if $(EXPORTED),true,echo "no students in $(EXPORTS): evaluating the shipped weights (seed 0)")
 results: venv
+	@$(SHIPPED_NOTE)
 	$(EVAL) --dataset $(DATA) --split test $(MODELS) --keyframe-interval 5 --keyframe-interval 10 \
 	    --json docs/results_synthetic_test.json --report-dir out/eval_synthetic
 	cp out/eval_synthetic/tc_per_frame.png out/eval_synthetic/latency_hist.png \
@@ -136,6 +143,7 @@ real-data: venv
 	    --out $(REAL)
 
 real-results: venv
+	@$(SHIPPED_NOTE)
 	$(EVAL) --dataset $(REAL) --split test $(MODELS) --json docs/results_real.json
 	$(EVAL) --dataset $(REAL) --split test --model etc_ros/weights/student_baseline.safetensors \
 	    --model etc_ros/weights/student_etc.safetensors --report-dir out/eval_real
