@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from etc_ros.checkpoint import CheckpointError, CheckpointMeta, load_model
-from etc_ros.tools.cli import EXIT_USAGE, Parser, fail
+from etc_ros.cli import EXIT_USAGE, Parser, fail
 
 METADATA_KEY = "etc_ros"  # same JSON as the safetensors header
 ONNX_KEY = "etc_ros_onnx"  # how this file was made: source hash, precision, I/O contract

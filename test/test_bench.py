@@ -64,5 +64,5 @@ def test_bench_bad_model_is_one_line_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "etc_ros.bench", "--model", str(bad), "--resolutions", "64x128",
          "--frames", "2"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 2  # bad input (etc_ros.tools.cli exit-code policy)
+    assert proc.returncode == 2  # bad input (etc_ros.cli exit-code policy)
     assert proc.stderr.strip().splitlines()[-1].startswith("bench: error: checkpoint ")

@@ -15,8 +15,8 @@ from etc_ros.checkpoint import load_model
 from etc_ros.errors import one_line
 from etc_ros.preprocess import resize_image, resize_labels
 from etc_ros.segmenter import Segmenter
-from etc_ros.tools.cli import EXIT_USAGE, Parser, fail
-from etc_ros.tools.metrics import (
+from etc_ros.cli import EXIT_USAGE, Parser, fail
+from etc_ros.metrics import (
     accumulate_confusion,
     class_iou,
     mean_iou,

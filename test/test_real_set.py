@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from etc_ros.labels import CITYSCAPES_CLASSES, IGNORE_INDEX
-from etc_ros.tools.sources import open_dataset
+from etc_ros.sources import open_dataset
 from training.real_set import REGIONS_FILE, RealSetError, build, load_regions, main, rasterize
 
 ROAD, SKY, PERSON = (CITYSCAPES_CLASSES.index(c) for c in ("road", "sky", "person"))

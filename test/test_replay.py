@@ -25,7 +25,7 @@ from std_msgs.msg import Header, String
 
 from etc_ros import image_io
 from etc_ros.tools import replay
-from etc_ros.tools.bags import BagWriter
+from etc_ros.bags import BagWriter
 
 REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

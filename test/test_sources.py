@@ -11,9 +11,9 @@ from rclpy.serialization import serialize_message
 from std_msgs.msg import Header, String
 
 from etc_ros import image_io
-from etc_ros.tools import bags, sources
-from etc_ros.tools.bags import BagWriter
-from etc_ros.tools.sources import SourceError
+from etc_ros import bags, sources
+from etc_ros.bags import BagWriter
+from etc_ros.sources import SourceError
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"

@@ -35,8 +35,8 @@ import torch
 from torch.utils.data import Dataset
 
 from etc_ros.labels import IGNORE_INDEX
-from etc_ros.tools.sources import SourceError, open_dataset
-from etc_ros.tools.sources import read_rgb as decode_rgb
+from etc_ros.sources import SourceError, open_dataset
+from etc_ros.sources import read_rgb as decode_rgb
 from training.transforms import Clip, normalize
 
 LAYOUTS = ("generic", "cityscapes", "camvid")

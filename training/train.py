@@ -57,7 +57,7 @@ from etc_ros.models import (
 )
 from etc_ros.preprocess import resize_image, resize_labels
 from etc_ros.temporal import TemporalConsistency, shared_class_set
-from etc_ros.tools.metrics import (
+from etc_ros.metrics import (
     accumulate_confusion,
     gt_classes,
     mean_iou,

@@ -43,8 +43,8 @@ from etc_ros.checkpoint import (
     save_checkpoint,
 )
 from etc_ros.resources import resource
-from etc_ros.tools.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
-from etc_ros.tools.metrics import percentiles
+from etc_ros.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
+from etc_ros.metrics import percentiles
 from etc_ros.tools.proc import Child, child, interrupt_on_sigterm, node_command, setup_ros_env
 
 DEMO_CLIP = resource("assets", "demo_street.mp4")

@@ -21,11 +21,11 @@ import numpy as np
 from etc_ros import image_io
 from etc_ros.checkpoint import CheckpointError, load_checkpoint
 from etc_ros.resources import resource
-from etc_ros.tools.bags import BagReader
-from etc_ros.tools.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
-from etc_ros.tools.metrics import percentiles
+from etc_ros.bags import BagReader
+from etc_ros.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
+from etc_ros.metrics import percentiles
 from etc_ros.tools.proc import child, interrupt_on_sigterm, node_command, setup_ros_env
-from etc_ros.tools.sources import SourceError, open_video
+from etc_ros.sources import SourceError, open_video
 
 DEFAULT_CLIP = resource("assets", "demo_street.mp4")
 CAMERA_TOPIC = "/demo/camera/image_raw"

@@ -36,9 +36,9 @@ from etc_ros.temporal import (
     propagate_labels,
     shared_class_set,
 )
-from etc_ros.tools.bags import open_bag
-from etc_ros.tools.cli import EXIT_USAGE, Parser, fail
-from etc_ros.tools.metrics import (
+from etc_ros.bags import open_bag
+from etc_ros.cli import EXIT_USAGE, Parser, fail
+from etc_ros.metrics import (
     accumulate_confusion,
     class_iou,
     class_mistakes,
@@ -49,7 +49,7 @@ from etc_ros.tools.metrics import (
     percentiles,
 )
 from etc_ros.tools.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
-from etc_ros.tools.sources import (
+from etc_ros.sources import (
     Frame,
     FrameSource,
     SourceError,

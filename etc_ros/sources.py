@@ -1,5 +1,5 @@
 """Frame sources shared by replay, evaluate and training: video, image folder, dataset (bags:
-``etc_ros.tools.bags``, kept apart so that training needs no rosbags).
+``etc_ros.bags``, kept apart so that training needs no rosbags).
 
 One place decides how recordings are opened and what a bad one looks like: every problem with
 the input as a whole is a one-line SourceError raised when the source is opened; a single corrupt

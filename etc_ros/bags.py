@@ -17,7 +17,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from etc_ros.errors import one_line
 from etc_ros.image_io import msg_to_rgb8
-from etc_ros.tools.sources import IMAGE_TYPES, Frame, FrameSource, SourceError
+from etc_ros.sources import IMAGE_TYPES, Frame, FrameSource, SourceError
 
 
 @dataclass(frozen=True)
