@@ -42,6 +42,10 @@ def resource(folder: str, name: str) -> Path:
     return base / name
 
 
+# The model the node, the demo and the bench run when none is given: one path for all of them.
+DEFAULT_MODEL = resource("weights", "student_etc.safetensors")
+
+
 def use_fastdds_profile() -> None:
     """Make Fast DDS load our profile (``config/fastdds_shm.xml``) unless one is already set.
 

@@ -42,15 +42,13 @@ from etc_ros.checkpoint import (
     make_random_checkpoint,
     save_checkpoint,
 )
-from etc_ros.resources import resource
 from etc_ros.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
 from etc_ros.metrics import percentiles
+from etc_ros.resources import DEFAULT_MODEL, resource
 from etc_ros.tools.proc import Child, child, interrupt_on_sigterm, node_command, setup_ros_env
 
 DEMO_CLIP = resource("assets", "demo_street.mp4")
 DEFAULT_ARCH = "lraspp_effnet_lite0"  # the shipped students' network, for the random fallback
-# The node's default model (not imported from etc_ros.node: --forward-only must not need rclpy).
-DEFAULT_MODEL = resource("weights", "student_etc.safetensors")
 TARGET_MARGIN_MS = 3.0
 READY_TIMEOUT_S = 120.0  # node start-up: imports, model load and warm-up on a busy CPU
 BACKEND_CHOICES = ("torch", "ort", "ort-int8", "torch-fp16", "ort-cuda", "ort-trt")

@@ -19,13 +19,13 @@ import cv2
 import numpy as np
 
 from etc_ros import image_io
-from etc_ros.checkpoint import CheckpointError, load_checkpoint
-from etc_ros.resources import resource
 from etc_ros.bags import BagReader
+from etc_ros.checkpoint import CheckpointError, load_checkpoint
 from etc_ros.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
 from etc_ros.metrics import percentiles
-from etc_ros.tools.proc import child, interrupt_on_sigterm, node_command, setup_ros_env
+from etc_ros.resources import DEFAULT_MODEL, resource
 from etc_ros.sources import SourceError, open_video
+from etc_ros.tools.proc import child, interrupt_on_sigterm, node_command, setup_ros_env
 
 DEFAULT_CLIP = resource("assets", "demo_street.mp4")
 CAMERA_TOPIC = "/demo/camera/image_raw"
@@ -53,8 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_model(given: Path | None) -> Path:
     """The model to run: --model, else the shipped default; CheckpointError when missing."""
-    from etc_ros.node import DEFAULT_MODEL
-
     model = given if given is not None else DEFAULT_MODEL
     if not model.is_file():
         raise CheckpointError(f"no model at {model}; train and export it (make data train)")

@@ -26,17 +26,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from etc_ros.checkpoint import CheckpointError
-from etc_ros.segmenter import Segmenter
-from etc_ros.temporal import (
-    DIS_PRESETS,
-    TemporalConsistency,
-    compute_flow,
-    consistency_flow,
-    propagate_labels,
-    shared_class_set,
-)
 from etc_ros.bags import open_bag
+from etc_ros.checkpoint import CheckpointError
 from etc_ros.cli import EXIT_USAGE, Parser, fail
 from etc_ros.metrics import (
     accumulate_confusion,
@@ -48,7 +39,7 @@ from etc_ros.metrics import (
     new_confusion,
     percentiles,
 )
-from etc_ros.tools.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
+from etc_ros.segmenter import Segmenter
 from etc_ros.sources import (
     Frame,
     FrameSource,
@@ -57,6 +48,15 @@ from etc_ros.sources import (
     open_images,
     open_video,
 )
+from etc_ros.temporal import (
+    DIS_PRESETS,
+    TemporalConsistency,
+    compute_flow,
+    consistency_flow,
+    propagate_labels,
+    shared_class_set,
+)
+from etc_ros.tools.report import VIDEO_NAME, ModelSeries, SideBySideVideo, write_report
 
 # Frames of the input shown in the report's strip.png (evenly spaced).
 STRIP_FRAMES = 6

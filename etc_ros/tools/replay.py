@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from etc_ros import image_io
-from etc_ros import bags, sources
+from etc_ros import bags, image_io, sources
 from etc_ros.cli import EXIT_INTERRUPTED, EXIT_USAGE, Parser, fail
-from etc_ros.tools.proc import interrupt_on_sigterm
 from etc_ros.sources import SourceError
+from etc_ros.tools.proc import interrupt_on_sigterm
 
 IMAGE_TYPES = sources.IMAGE_TYPES
 ACK_TIMEOUT_S = 5.0  # at exit, how long to wait for subscribers to acknowledge the last samples
