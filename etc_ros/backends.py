@@ -8,30 +8,110 @@
 A `.safetensors` checkpoint asked to run on ONNX Runtime is exported once into a cache folder
 keyed by the file's sha256 (`ETC_ROS_CACHE_DIR`, else `$XDG_CACHE_HOME/etc_ros/onnx`, else
 `~/.cache/etc_ros/onnx`) and reused on the next start.
+
+torch is imported by TorchBackend and the export only: a `.onnx` model on ONNX Runtime runs on a
+machine without torch (devices are resolved through the CUDA driver, not torch).
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from etc_ros.checkpoint import (
+    METADATA_KEY,
     CheckpointError,
     CheckpointMeta,
-    _validate_meta,
+    import_torch,
     load_model,
+    meta_from_json,
 )
 from etc_ros.errors import one_line
 
 _LOG = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime")
 ONNX_SUFFIX = ".onnx"
+# The ONNX model's contract with OrtBackend (etc_ros.export_onnx writes it).
+INPUT_NAME = "image"
+OUTPUTS = ("labels", "confidence")
+ONNX_KEY = "etc_ros_onnx"  # how the file was made: source hash, precision, I/O contract
+_CUDA_SPEC = re.compile(r"cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a model runs, without torch: `type` cpu | cuda, `index` the CUDA ordinal or None.
+
+    Prints like torch.device ("cpu", "cuda", "cuda:1"); TorchBackend turns it into one.
+    """
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+
+def cuda_device_count() -> int:
+    """CUDA devices this process can use (CUDA_VISIBLE_DEVICES applies), asked of the driver.
+
+    0 where the driver library is missing or reports no device, as on a machine without a GPU.
+    """
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0
+
+
+def resolve_device(spec: str, warn: Callable[[str], None] | None = None) -> Device:
+    """Turn `auto|cpu|cuda|cuda:N` into a Device.
+
+    `auto` falls back to the CPU with a warning (a robot without a GPU still works); an explicit
+    CUDA request that cannot be met is an error, because silently running 20x slower is not what
+    the user asked for. Errors are ValueError with a one-line message.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if cuda_device_count() > 0:
+            return Device("cuda")
+        (warn or _LOG.warning)("device 'auto': no CUDA device available, running on the CPU")
+        return Device("cpu")
+    if spec == "cpu":
+        return Device("cpu")
+    if _CUDA_SPEC.fullmatch(spec):
+        count = cuda_device_count()
+        if count == 0:
+            raise ValueError(
+                f"device '{spec}' requested but CUDA is not available on this machine "
+                "(use device 'auto' or 'cpu')"
+            )
+        index = int(spec.partition(":")[2]) if ":" in spec else None
+        if index is not None and index >= count:
+            raise ValueError(f"device '{spec}' does not exist ({count} CUDA device(s))")
+        return Device("cuda", index)
+    raise ValueError(f"unknown device '{spec}' (expected auto, cpu, cuda or cuda:N)")
+
+
+def as_device(device: str | Any) -> Device:
+    """A spec string (resolved) or anything with .type/.index (a torch.device) as a Device."""
+    if isinstance(device, str):
+        return resolve_device(device)
+    return Device(device.type, device.index)
 
 
 def default_cpu_threads() -> int:
@@ -69,19 +149,31 @@ class Backend(Protocol):
             ) -> tuple[np.ndarray, np.ndarray | None]:
         """(N, H, W, 3) uint8 at the input size -> labels (N, H, W), confidence or None."""
 
+    def staging(self, n: int) -> np.ndarray:
+        """A reused (n, H, W, 3) uint8 buffer the batch is resized into."""
+
+    def close(self) -> None:
+        """Release the model and its (GPU) memory now, not at garbage collection."""
+
 
 class TorchBackend:
     """Eager PyTorch; normalise, forward and argmax on the device."""
 
     name = "torch"
 
-    def __init__(self, model_path: Path, device: torch.device, half: bool,
+    def __init__(self, model_path: Path, device: Device, half: bool,
                  cpu_threads: int) -> None:
+        torch = import_torch(f"checkpoint {model_path}: backend 'torch'")
         on_cuda = device.type == "cuda"
         if half and not on_cuda:
             raise ValueError("half precision (fp16) needs a CUDA device")
+        if on_cuda and not torch.cuda.is_available():
+            raise ValueError(f"device '{device}': this PyTorch has no CUDA support "
+                             "(install a CUDA build of torch, or use backend onnxruntime)")
         if cpu_threads > 0:
             torch.set_num_threads(cpu_threads)
+        self._torch = torch
+        device = torch.device(str(device))
         self.device = device
         model, meta = load_model(model_path, device)
         self.meta = meta
@@ -101,9 +193,25 @@ class TorchBackend:
         self._shift = (-mean / std).view(1, 3, 1, 1).to(device, self._dtype)
         if on_cuda:
             torch.backends.cudnn.benchmark = True
+        self._host = torch.empty(0, dtype=torch.uint8)
+
+    def staging(self, n: int) -> np.ndarray:
+        """Pinned on CUDA (faster, asynchronous copies); grown only when the batch grows."""
+        if self._host.shape[0] < n:
+            h, w = self.meta.input_size
+            self._host = self._torch.empty((n, h, w, 3), dtype=self._torch.uint8,
+                                           pin_memory=self.device.type == "cuda")
+        return self._host[:n].numpy()
+
+    def close(self) -> None:
+        self.model = self._scale = self._shift = None
+        self._host = self._torch.empty(0, dtype=self._torch.uint8)
+        if self.device.type == "cuda":
+            self._torch.cuda.empty_cache()  # hand the cached blocks back to the driver
 
     def run(self, batch: np.ndarray, want_confidence: bool
             ) -> tuple[np.ndarray, np.ndarray | None]:
+        torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2).to(self._dtype).contiguous(memory_format=self._memory_format)
@@ -124,11 +232,14 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, device: torch.device, half: bool, cpu_threads: int,
+    def __init__(self, onnx_path: Path, device: Device, half: bool, cpu_threads: int,
                  log: Callable[[str], None] | None = None, tensorrt: bool = True) -> None:
-        import onnxruntime as ort
-
-        from etc_ros.export_onnx import INPUT_NAME, METADATA_KEY, OUTPUTS
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CheckpointError(f"checkpoint {onnx_path}: backend 'onnxruntime' needs ONNX "
+                                  "Runtime, which is not installed (pip install onnxruntime, "
+                                  "or onnxruntime-gpu for CUDA/TensorRT)") from None
 
         self._input, self._outputs = INPUT_NAME, OUTPUTS
         providers, self.provider, self.precision = _providers(ort, device, half, tensorrt)
@@ -149,14 +260,8 @@ class OrtBackend:
             raise CheckpointError(
                 f"checkpoint {onnx_path}: no '{METADATA_KEY}' metadata (not made by "
                 "python -m etc_ros.export_onnx)")
-        try:
-            raw = json.loads(props[METADATA_KEY])
-            raw["input_size"] = tuple(raw["input_size"])
-            self.meta = CheckpointMeta(**raw)
-        except (json.JSONDecodeError, TypeError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {onnx_path}: malformed metadata ({exc})") from None
-        _validate_meta(self.meta, onnx_path)
-        info = json.loads(props.get("etc_ros_onnx", "{}"))
+        self.meta = meta_from_json(props[METADATA_KEY], onnx_path)
+        info = json.loads(props.get(ONNX_KEY, "{}"))
         if info.get("precision") == "int8":
             self.precision = "int8"
         self._check_io(onnx_path)
@@ -165,6 +270,7 @@ class OrtBackend:
             if device.type == "cpu" else ""
         self._binding = self.session.io_binding()
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._host = np.empty((0, *self.meta.input_size, 3), np.uint8)
         (log or _LOG.info)(f"onnxruntime: {onnx_path.name} on {self.provider}")
 
     def _check_io(self, path: Path) -> None:
@@ -181,6 +287,17 @@ class OrtBackend:
         if outputs[:2] != list(self._outputs):
             raise CheckpointError(f"checkpoint {path}: expected outputs "
                                   f"{list(self._outputs)}, got {outputs}")
+
+    def staging(self, n: int) -> np.ndarray:
+        """Grown only when the batch grows."""
+        if self._host.shape[0] < n:
+            self._host = np.empty((n, *self.meta.input_size, 3), np.uint8)
+        return self._host[:n]
+
+    def close(self) -> None:
+        """Dropping the session frees its arena and, on CUDA, its device memory."""
+        self.session = self._binding = None
+        self._buffers.clear()
 
     def _out(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Output buffers per batch size, allocated once: no per-frame allocation in ORT."""
@@ -203,7 +320,7 @@ class OrtBackend:
         return labels, conf if want_confidence else None
 
 
-def _providers(ort: object, device: torch.device, half: bool, tensorrt: bool
+def _providers(ort: Any, device: Device, half: bool, tensorrt: bool
                ) -> tuple[list, str, str]:
     """ORT providers for a device: (providers list, description, precision)."""
     if device.type == "cpu":
@@ -236,10 +353,17 @@ def cache_dir() -> Path:
     return Path(base) / "etc_ros" / "onnx"
 
 
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (checkpoints can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def cached_onnx(model_path: Path, log: Callable[[str], None] | None = None) -> Path:
     """The ONNX export of a .safetensors checkpoint, made once per file content (sha256)."""
-    from etc_ros.export_onnx import ExportError, export, file_sha256
-
     if not model_path.is_file():
         raise CheckpointError(f"checkpoint {model_path}: file not found")
     digest = file_sha256(model_path)
@@ -247,6 +371,10 @@ def cached_onnx(model_path: Path, log: Callable[[str], None] | None = None) -> P
     if target.is_file():
         (log or _LOG.info)(f"onnxruntime: using cached export {target}")
         return target
+    import_torch(f"checkpoint {model_path}: exporting a .safetensors checkpoint for ONNX "
+                 "Runtime")
+    from etc_ros.export_onnx import ExportError, export
+
     (log or _LOG.info)(f"onnxruntime: exporting {model_path.name} once to {target}")
     try:
         export(model_path, target, log=log or _LOG.info)

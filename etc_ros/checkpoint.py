@@ -3,19 +3,25 @@
 No pickle anywhere: `torch.load` would execute code from the file. Everything the node needs to
 run a checkpoint (architecture, classes, palette, normalisation, input size) travels in the file,
 and every field is validated on load so a bad file stops start-up with one line naming it.
+
+torch and safetensors are imported inside the functions that need them: the metadata
+(CheckpointMeta, `meta_from_json`) is also what a `.onnx` model carries, and a robot running
+ONNX Runtime reads it without torch installed.
 """
+from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from etc_ros.errors import one_line
 from etc_ros.labels import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from etc_ros.models import ARCHITECTURES, build_model
+from etc_ros.models import ARCHITECTURES
+
+if TYPE_CHECKING:
+    import torch
 
 METADATA_KEY = "etc_ros"
 FORMAT_VERSION = 1
@@ -25,6 +31,24 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+class TorchUnavailable(CheckpointError):
+    """PyTorch is needed for what was asked (a .safetensors model) but is not installed."""
+
+
+TORCH_HINT = ("pip install torch, or run a .onnx model (python -m etc_ros.export_onnx) on "
+              "backend onnxruntime, which needs no torch")
+
+
+def import_torch(purpose: str) -> ModuleType:
+    """`import torch`, or a one-line TorchUnavailable saying what needs it and what to install."""
+    try:
+        import torch
+    except ImportError:
+        raise TorchUnavailable(f"{purpose} needs PyTorch, which is not installed "
+                               f"({TORCH_HINT})") from None
+    return torch
 
 
 @dataclass
@@ -51,6 +75,8 @@ def save_checkpoint(
     half: bool = False,
 ) -> None:
     """Write tensors and metadata; `half` stores float tensors as fp16 (half the size)."""
+    from safetensors.torch import save_file
+
     _validate_meta(meta, Path(path))
     tensors = {}
     for name, tensor in state_dict.items():
@@ -68,6 +94,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: file not found")
+    import_torch(f"checkpoint {path}: a .safetensors checkpoint")
+    from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -81,20 +110,27 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Checkpoi
             f"checkpoint {path}: no '{METADATA_KEY}' metadata (not an etc_ros checkpoint; "
             "export it with python -m training.export)"
         )
+    return tensors, meta_from_json(header[METADATA_KEY], path)
+
+
+def meta_from_json(text: str, path: Path) -> CheckpointMeta:
+    """The validated metadata of `path` from its JSON (a safetensors header or ONNX props)."""
     try:
-        raw = json.loads(header[METADATA_KEY])
+        raw = json.loads(text)
         raw["input_size"] = tuple(raw["input_size"])
         meta = CheckpointMeta(**raw)
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path}: malformed metadata ({exc})") from None
     _validate_meta(meta, path)
-    return tensors, meta
+    return meta
 
 
 def load_model(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, CheckpointMeta]:
     """Build the checkpoint's architecture, load its weights strictly, eval mode, on device."""
+    from etc_ros.models import build_model
+
     tensors, meta = load_checkpoint(path)
     model = build_model(meta.architecture, meta.num_classes)
     expected = model.state_dict()
@@ -121,6 +157,10 @@ def make_random_checkpoint(
     path: str | Path, arch: str = "lraspp_mobilenetv3", input_size: tuple[int, int] = (64, 128)
 ) -> CheckpointMeta:
     """A randomly initialised checkpoint in the real format, for tests and benchmarks."""
+    import torch
+
+    from etc_ros.models import build_model
+
     torch.manual_seed(0)
     model = build_model(arch, len(CITYSCAPES_CLASSES))
     meta = CheckpointMeta(

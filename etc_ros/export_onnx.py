@@ -14,7 +14,6 @@ the fp32 torch model and the threshold is MIN_AGREEMENT_INT8.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -29,14 +28,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from etc_ros.checkpoint import CheckpointError, CheckpointMeta, load_model
+# The I/O contract and the hash live with the runtime (OrtBackend), which needs no torch.
+from etc_ros.backends import INPUT_NAME, ONNX_KEY, OUTPUTS, file_sha256
+from etc_ros.checkpoint import METADATA_KEY, CheckpointError, CheckpointMeta, load_model
 from etc_ros.cli import EXIT_USAGE, Parser, fail
 
-METADATA_KEY = "etc_ros"  # same JSON as the safetensors header
-ONNX_KEY = "etc_ros_onnx"  # how this file was made: source hash, precision, I/O contract
 ONNX_FORMAT = 1
-INPUT_NAME = "image"
-OUTPUTS = ("labels", "confidence")
 OPSET = 17
 MIN_AGREEMENT = 0.999
 MIN_AGREEMENT_INT8 = 0.98
@@ -103,15 +100,6 @@ def _exportable(model: nn.Module) -> nn.Module:
         else:
             _exportable(module)
     return model
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (checkpoints can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export(model_path: Path, out: Path, verify_frames: int = 4,

@@ -1,64 +1,36 @@
 """Checkpoint -> model on a device; preprocess, one batched forward pass, postprocess.
 
-Kept free of ROS so that the node, `bench` and `evaluate` run exactly the same inference path.
+Kept free of ROS so that the node, `bench` and `evaluate` run exactly the same inference path,
+and free of torch at import: only the torch backend (or exporting a .safetensors for ONNX
+Runtime) imports it.
 """
 from __future__ import annotations
 
-import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from etc_ros.backends import (
     ONNX_SUFFIX,
     Backend,
+    Device,
     OrtBackend,
     TorchBackend,
+    as_device,
     cached_onnx,
     choose_backend,
     default_cpu_threads,
+    resolve_device,
 )
 from etc_ros.checkpoint import CheckpointMeta
 from etc_ros.preprocess import resize_image, resize_labels
 
-_LOG = logging.getLogger(__name__)
-_CUDA_SPEC = re.compile(r"cuda(:\d+)?")
-
-
-def resolve_device(spec: str, warn: Callable[[str], None] | None = None) -> torch.device:
-    """Turn `auto|cpu|cuda|cuda:N` into a torch device.
-
-    `auto` falls back to the CPU with a warning (a robot without a GPU still works); an explicit
-    CUDA request that cannot be met is an error, because silently running 20x slower is not what
-    the user asked for. Errors are ValueError with a one-line message.
-    """
-    spec = spec.strip().lower()
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        (warn or _LOG.warning)("device 'auto': no CUDA device available, running on the CPU")
-        return torch.device("cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if _CUDA_SPEC.fullmatch(spec):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device '{spec}' requested but CUDA is not available on this machine "
-                "(use device 'auto' or 'cpu')"
-            )
-        device = torch.device(spec)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device '{spec}' does not exist ({torch.cuda.device_count()} CUDA device(s))"
-            )
-        return device
-    raise ValueError(f"unknown device '{spec}' (expected auto, cpu, cuda or cuda:N)")
+__all__ = ["BatchTimings", "Device", "SegmentationResult", "Segmenter", "resolve_device"]
 
 
 @dataclass
@@ -93,7 +65,7 @@ class Segmenter:
     def __init__(
         self,
         model_path: str | Path,
-        device: str | torch.device = "auto",
+        device: str | Device | Any = "auto",
         half: bool | None = None,
         model_resolution_output: bool = False,
         backend: str = "auto",
@@ -101,7 +73,7 @@ class Segmenter:
         log: Callable[[str], None] | None = None,
         tensorrt: bool = True,
     ) -> None:
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = as_device(device)
         on_cuda = self.device.type == "cuda"
         if half is None:
             half = on_cuda
@@ -129,17 +101,11 @@ class Segmenter:
         self.label_dtype = self.backend.label_dtype
         self.input_size: tuple[int, int] = (int(self.meta.input_size[0]),
                                             int(self.meta.input_size[1]))
-        self._host = torch.empty(0, dtype=torch.uint8)
         self.last_timings = BatchTimings()
 
-    def _host_buffer(self, n: int) -> np.ndarray:
-        """A reused (pinned on CUDA) uint8 NHWC staging buffer, grown only when the batch grows."""
-        if self._host.shape[0] < n:
-            h, w = self.input_size
-            self._host = torch.empty((n, h, w, 3), dtype=torch.uint8,
-                                     pin_memory=self.device.type == "cuda"
-                                     and self.backend_name == "torch")
-        return self._host[:n].numpy()
+    def close(self) -> None:
+        """Release the model (GPU memory included); the Segmenter cannot segment afterwards."""
+        self.backend.close()
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1,), iterations: int = 2) -> None:
         """Run dummy batches so allocator, kernels and cuDNN autotuning are ready for frame one."""
@@ -160,7 +126,7 @@ class Segmenter:
                 raise ValueError(f"expected (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
         t0 = time.perf_counter()
         h, w = self.input_size
-        host = self._host_buffer(len(images))
+        host = self.backend.staging(len(images))
         for i, img in enumerate(images):
             resize_image(img, (h, w), dst=host[i])
         t1 = time.perf_counter()

@@ -6,17 +6,24 @@ and mask exactly the same way.
 Flow convention everywhere: ``flow[y, x] = (fx, fy)`` such that ``src[y, x] ~ dst[y + fy, x + fx]``
 (numpy layout (H, W, 2); torch layout (N, 2, H, W) with channel 0 = x, channel 1 = y). Warping a
 tensor of frame ``dst`` with the flow ``src -> dst`` brings it into the pixel grid of ``src``.
+
+The TC metric (``consistency_flow``, ``pair_counts``, ``TemporalConsistency``) runs on numpy and
+OpenCV, so the node's live monitor needs no torch; the tensor functions the training losses use
+(``warp``, ``occlusion_mask``, ...) import torch when called, and sample exactly as the numpy
+ones do (grid_sample, align_corners, zero padding; tested against each other).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 DIS_PRESETS: Mapping[str, int] = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -59,6 +66,8 @@ def compute_flow(src: np.ndarray, dst: np.ndarray, preset: str = "medium") -> np
 
 def flow_to_tensor(flow: np.ndarray) -> torch.Tensor:
     """(H, W, 2) numpy flow -> (1, 2, H, W) float32 tensor (the layout ``warp`` takes)."""
+    import torch
+
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise ValueError(f"flow must be (H, W, 2), got {flow.shape}")
     return torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)[None]
@@ -72,6 +81,9 @@ def warp(t: torch.Tensor, flow: torch.Tensor,
     counterpart). Integer tensors (labels) are only allowed with ``mode="nearest"`` and keep their
     dtype, because interpolating class ids produces nonsense ids.
     """
+    import torch
+    import torch.nn.functional as F
+
     if mode not in ("bilinear", "nearest"):
         raise ValueError(f"warp mode must be 'bilinear' or 'nearest', got {mode!r}")
     if t.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2:
@@ -106,6 +118,7 @@ def forward_backward_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha: f
     Standard check ``|fw + warp(bw)|^2 < alpha (|fw|^2 + |warp(bw)|^2) + beta``: pixels occluded in
     the other frame (or badly tracked) have no consistent round trip. Pixels whose forward flow
     leaves the frame are excluded as well, since zero padding would make them look consistent.
+    ``fb_consistent`` is the same check on numpy flows.
     """
     fw = flow_fw.float()
     bw_warped, inside = warp(flow_bw.float(), fw, mode="bilinear")
@@ -120,6 +133,8 @@ def photometric_mask(img_t: torch.Tensor, warped_img_tk: torch.Tensor) -> torch.
     Expects normalised images (mean/std), as in the paper; brightness mismatches after warping
     mean the flow is wrong there, so those pixels get little weight.
     """
+    import torch
+
     return torch.exp(-(img_t - warped_img_tk).sum(1, keepdim=True).abs())
 
 
@@ -144,17 +159,59 @@ def consistency_flow(rgb_t: np.ndarray, rgb_t1: np.ndarray,
     """
     fw = compute_flow(rgb_t, rgb_t1, preset)
     bw = compute_flow(rgb_t1, rgb_t, preset)
-    valid = forward_backward_mask(flow_to_tensor(fw), flow_to_tensor(bw))
-    return fw, valid[0, 0].numpy()
+    return fw, fb_consistent(fw, bw)
+
+
+def _sample_points(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(px, py, inside) for sampling at x + flow(x): float32 as ``warp`` computes them."""
+    h, w = flow.shape[:2]
+    px = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0].astype(np.float32, copy=False)
+    py = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1].astype(np.float32, copy=False)
+    inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
+    return px, py, inside
+
+
+def _bilinear(img: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """(H, W, C) float32 sampled at (px, py), zero outside: grid_sample's bilinear, numpy."""
+    h, w = img.shape[:2]
+    x0, y0 = np.floor(px), np.floor(py)
+    wx1, wy1 = px - x0, py - y0
+    wx0, wy0 = np.float32(1) - wx1, np.float32(1) - wy1
+    out = np.zeros(px.shape + img.shape[2:], np.float32)
+    for dy, wy in ((0, wy0), (1, wy1)):
+        for dx, wx in ((0, wx0), (1, wx1)):
+            xi, yi = x0.astype(np.intp) + dx, y0.astype(np.intp) + dy
+            ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            value = img[np.where(ok, yi, 0), np.where(ok, xi, 0)] * ok[..., None]
+            out += value * (wx * wy)[..., None]
+    return out
+
+
+def fb_consistent(flow_fw: np.ndarray, flow_bw: np.ndarray, alpha: float = 0.01,
+                  beta: float = 0.5) -> np.ndarray:
+    """``forward_backward_mask`` on (H, W, 2) numpy flows: (H, W) bool, no torch needed."""
+    fw = flow_fw.astype(np.float32, copy=False)
+    px, py, inside = _sample_points(fw)
+    bw = _bilinear(flow_bw.astype(np.float32, copy=False), px, py)
+    lhs = ((fw + bw) ** 2).sum(-1)
+    rhs = np.float32(alpha) * ((fw ** 2).sum(-1) + (bw ** 2).sum(-1)) + np.float32(beta)
+    return (lhs < rhs) & inside
 
 
 def warp_labels(labels: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest-neighbour warp of an (H, W) integer label map; returns (warped, inside) numpy."""
+    """Nearest-neighbour warp of an (H, W) integer label map; returns (warped, inside) numpy.
+
+    Sampling at x + flow(x) rounded half to even, as ``warp(..., mode="nearest")`` does.
+    """
     if labels.ndim != 2 or labels.shape != flow.shape[:2]:
         raise ValueError(f"warp_labels: labels {labels.shape} and flow {flow.shape} do not match")
-    lab = torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64, copy=False))[None, None]
-    out, inside = warp(lab, flow_to_tensor(flow), mode="nearest")
-    return out[0, 0].numpy().astype(labels.dtype), inside[0, 0].numpy()
+    h, w = labels.shape
+    px, py, inside = _sample_points(flow)
+    xi, yi = np.rint(px).astype(np.intp), np.rint(py).astype(np.intp)
+    ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    out = labels[np.where(ok, yi, 0), np.where(ok, xi, 0)]
+    out[~ok] = 0
+    return out, inside
 
 
 MIN_CLASS_SHARE = 0.001

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from etc_ros.segmenter import Segmenter, resolve_device
+from etc_ros import backends
+from etc_ros.segmenter import Device, Segmenter, resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +20,12 @@ def _rgb(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def test_resolve_device_without_cuda(monkeypatch):
-    # Test double for the one thing this machine cannot do: pretend CUDA is absent everywhere.
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # Test double for the driver's answer: pretend CUDA is absent whatever the machine has.
+    monkeypatch.setattr(backends, "cuda_device_count", lambda: 0)
     warnings: list[str] = []
-    assert resolve_device("auto", warn=warnings.append) == torch.device("cpu")
+    assert resolve_device("auto", warn=warnings.append) == Device("cpu")
     assert len(warnings) == 1 and "CPU" in warnings[0]
-    assert resolve_device(" CPU ") == torch.device("cpu")
+    assert resolve_device(" CPU ") == Device("cpu") and str(Device("cuda", 1)) == "cuda:1"
     for spec in ("cuda", "cuda:1"):
         with pytest.raises(ValueError, match="CUDA is not available") as err:
             resolve_device(spec)
@@ -33,6 +33,20 @@ def test_resolve_device_without_cuda(monkeypatch):
     for spec in ("gpu", "cuda:x", ""):
         with pytest.raises(ValueError, match="unknown device"):
             resolve_device(spec)
+
+
+def test_resolve_device_with_two_gpus(monkeypatch):
+    monkeypatch.setattr(backends, "cuda_device_count", lambda: 2)
+    assert resolve_device("auto") == Device("cuda")
+    assert resolve_device("cuda:1") == Device("cuda", 1)
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_device("cuda:2")
+
+
+def test_release_frees_the_model(checkpoint):
+    seg = Segmenter(checkpoint, "cpu")
+    seg.close()
+    assert seg.backend.model is None
 
 
 def test_labels_at_input_resolution_for_a_mixed_batch(segmenter):
