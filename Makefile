@@ -35,9 +35,9 @@ lint: venv
 
 bench: venv
 	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench --tc-monitor-compare \
-	    --json docs/bench.json
+	    --json docs/results/bench.json
 	$(ROS_ENV) ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(PY) -m etc_ros.bench \
-	    --backends torch,ort,ort-int8 --resolutions 128x256,512x1024 --json docs/bench_backends.json
+	    --backends torch,ort,ort-int8 --resolutions 128x256,512x1024 --json docs/results/bench_backends.json
 
 # The shipped ONNX model, from the shipped safetensors (re-run after retraining).
 # int8 (not shipped: slower than fp32 on AVX2-only CPUs) needs `make data` for calibration:
@@ -105,7 +105,7 @@ ship-gpu: venv
 
 # Every trained model (teacher, both seeds of baseline / TL / ETC) on the 16 held-out test
 # sequences, each also as a keyframe method (K = 5, 10); the val split as a second split; the
-# shipped ONNX model in fp32 and int8. Writes docs/results_*.json and the report's plots.
+# shipped ONNX model in fp32 and int8. Writes docs/results/*.json and the report's plots.
 # EXPORTS picks the students: runs/export (this CPU's `make train`) or runs/gpu/export (the GPU
 # recipe, where the shipped weights come from: `make results real-results EXPORTS=runs/gpu/export`).
 # Where EXPORTS holds no student (a fresh clone), the shipped weights are evaluated: seed 0's
@@ -121,14 +121,14 @@ SHIPPED_NOTE := $(if $(EXPORTED),true,echo "no students in $(EXPORTS): evaluatin
 results: venv
 	@$(SHIPPED_NOTE)
 	$(EVAL) --dataset $(DATA) --split test $(MODELS) --keyframe-interval 5 --keyframe-interval 10 \
-	    --json docs/results_synthetic_test.json --report-dir out/eval_synthetic
-	cp out/eval_synthetic/tc_per_frame.png out/eval_synthetic/latency_hist.png \
-	    out/eval_synthetic/per_class.png out/eval_synthetic/accuracy_vs_latency.png docs/
-	$(EVAL) --dataset $(DATA) --split val $(MODELS) --json docs/results_synthetic_val.json
+	    --json docs/results/synthetic_test.json --report-dir out/eval_synthetic
+	cp out/eval_synthetic/tc_per_frame.png out/eval_synthetic/tc_per_frame.csv \
+	    out/eval_synthetic/per_class.png out/eval_synthetic/accuracy_vs_latency.png docs/results/
+	$(EVAL) --dataset $(DATA) --split val $(MODELS) --json docs/results/synthetic_val.json
 	$(PY) -m etc_ros.export_onnx --model etc_ros/weights/student_etc.safetensors \
 	    --out out/student_etc_int8.onnx --int8 --calibration $(DATA)/train --min-agreement 0
 	$(EVAL) --dataset $(DATA) --split test --model etc_ros/weights/student_etc.onnx \
-	    --model out/student_etc_int8.onnx --json docs/results_int8.json
+	    --model out/student_etc_int8.onnx --json docs/results/int8.json
 
 # Real footage: OpenCV's sample photos and fixed-camera video (Debian/Ubuntu package opencv-doc,
 # Apache-2.0 AND BSD-3-Clause) with the hand-drawn regions of training/real_regions.json. Scores
@@ -144,9 +144,10 @@ real-data: venv
 
 real-results: venv
 	@$(SHIPPED_NOTE)
-	$(EVAL) --dataset $(REAL) --split test $(MODELS) --json docs/results_real.json
+	$(EVAL) --dataset $(REAL) --split test $(MODELS) --json docs/results/real.json
 	$(EVAL) --dataset $(REAL) --split test --model etc_ros/weights/student_baseline.safetensors \
-	    --model etc_ros/weights/student_etc.safetensors --report-dir out/eval_real
-	$(PY) -c "import cv2; cv2.imwrite('docs/real_strip.jpg', cv2.imread('out/eval_real/strip.png'), \
+	    --model etc_ros/weights/student_etc.safetensors --report-dir out/eval_real \
+	    --json docs/results/real_shipped.json
+	$(PY) -c "import cv2; cv2.imwrite('docs/results/real_strip.jpg', cv2.imread('out/eval_real/strip.png'), \
 	    [cv2.IMWRITE_JPEG_QUALITY, 85])"
-	$(EVAL) --video $(REAL)/vtest.avi $(MODELS) --json docs/results_real_video.json
+	$(EVAL) --video $(REAL)/vtest.avi $(MODELS) --json docs/results/real_video.json
