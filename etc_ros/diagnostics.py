@@ -6,24 +6,18 @@ so every method takes the same lock.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+from etc_ros.metrics import percentiles
+
 # This many bad frames in a row, with no good one between, means the camera is broken: ERROR.
 ERROR_AFTER_BAD_FRAMES = 10
-
-
-def _percentiles(values: Iterable[float]) -> tuple[float, float, float] | None:
-    arr = np.fromiter(values, dtype=np.float64)
-    if arr.size == 0:
-        return None
-    p50, p95 = np.percentile(arr, (50, 95))
-    return float(p50), float(p95), float(arr.max())
 
 
 class CameraStats:
@@ -54,6 +48,12 @@ class CameraStats:
         with self._lock:
             self.received += 1
             self._last_receive = now
+
+    def on_activate(self, now: float) -> None:
+        """Serving (again): silence is counted from now, not from before an inactive spell."""
+        with self._lock:
+            self._last_receive = now
+            self._last_report = (now, self.received, self.published)
 
     def on_drop(self) -> None:
         """A frame was replaced by a newer one before the worker got to it."""
@@ -103,8 +103,8 @@ class CameraStats:
             out_rate = (self.published - tx_prev) / dt
             self._last_report = (now, self.received, self.published)
             failures_now, self._failures_since_report = self._failures_since_report, 0
-            stamp = _percentiles(self._stamp_latency)
-            recv = _percentiles(self._receive_latency)
+            stamp = percentiles(self._stamp_latency)
+            recv = percentiles(self._receive_latency)
             timings = np.array(self._timings).mean(axis=0) if self._timings else None
             silent_s = now - self._last_receive
             values: dict[str, str] = {
@@ -120,17 +120,19 @@ class CameraStats:
                 "last worker failure": self.last_failure,
             }
             for name, stats in (("stamp->publish", stamp), ("receive->publish", recv)):
-                for key, value in zip(("p50", "p95", "max"), stats or (None,) * 3, strict=True):
-                    values[f"latency {name} {key} (ms)"] = "" if value is None else f"{value:.2f}"
+                for key, value in stats.items():  # NaN: nothing measured yet
+                    values[f"latency {name} {key} (ms)"] = "" if math.isnan(value) \
+                        else f"{value:.2f}"
             for i, name in enumerate(("preprocess", "forward", "postprocess")):
                 values[f"{name} (ms)"] = "" if timings is None else f"{timings[i]:.2f}"
             if self.tc is not None:
                 values["temporal consistency (%)"] = f"{self.tc:.2f}"
             values.update(extra)
             level, message = DiagnosticStatus.OK, "ok"
-            if stamp is not None and stamp[1] > latency_budget_ms:
+            if stamp["p95"] > latency_budget_ms:  # False for NaN
                 level = DiagnosticStatus.WARN
-                message = f"p95 latency {stamp[1]:.1f} ms over budget {latency_budget_ms:g} ms"
+                message = (f"p95 latency {stamp['p95']:.1f} ms over budget "
+                           f"{latency_budget_ms:g} ms")
             if silent_s > stale_timeout_s:
                 level = DiagnosticStatus.WARN
                 message = f"no frames for {silent_s:.1f} s"

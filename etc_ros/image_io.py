@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from sensor_msgs.msg import CompressedImage, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_msgs.msg import Header
 
 
@@ -379,3 +379,40 @@ def output_namespace(topic: str) -> str:
     base = image_transport_base(topic)
     ns, sep, _ = base.rpartition("/")
     return f"{ns}/segmentation" if sep else "segmentation"
+
+
+def camera_info_topic(topic: str) -> str:
+    """The image_transport camera_info beside an image topic: '/cam/image_raw' and
+    '/cam/image_raw/compressed' -> '/cam/camera_info'; relative names stay relative."""
+    ns, sep, _ = image_transport_base(topic).rpartition("/")
+    return f"{ns}/camera_info" if sep else "camera_info"
+
+
+def scale_camera_info(info: CameraInfo, src_hw: tuple[int, int], dst_hw: tuple[int, int],
+                      header: Header) -> CameraInfo:
+    """The CameraInfo of an image resized from src_hw to dst_hw (height, width), with `header`.
+
+    Pixel centres map as OpenCV's resize maps them, x' = sx (x + 0.5) - 0.5 (sx = dst/src
+    width), so K' = A K and P' = A P with A = [[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2],
+    [0, 0, 1]]: a point projected with K' lands on the resized pixel of the point projected
+    with K. The ROI scales with the image; distortion (in normalised coordinates), R and binning
+    are unchanged. width/height become dst_hw when the info described the source image.
+    """
+    from sensor_msgs.msg import CameraInfo
+
+    (src_h, src_w), (dst_h, dst_w) = src_hw, dst_hw
+    sx, sy = dst_w / src_w, dst_h / src_h
+    a = np.array([[sx, 0.0, (sx - 1.0) / 2.0], [0.0, sy, (sy - 1.0) / 2.0], [0.0, 0.0, 1.0]])
+    out = CameraInfo(header=header, distortion_model=info.distortion_model, d=list(info.d),
+                     r=list(info.r), binning_x=info.binning_x, binning_y=info.binning_y)
+    out.k = (a @ np.asarray(info.k, np.float64).reshape(3, 3)).ravel().tolist()
+    out.p = (a @ np.asarray(info.p, np.float64).reshape(3, 4)).ravel().tolist()
+    if (info.width, info.height) in ((src_w, src_h), (0, 0)):
+        out.width, out.height = dst_w, dst_h
+    else:  # the info describes a larger sensor the image is a ROI or binning of
+        out.width, out.height = round(info.width * sx), round(info.height * sy)
+    roi = info.roi
+    out.roi.x_offset, out.roi.width = round(roi.x_offset * sx), round(roi.width * sx)
+    out.roi.y_offset, out.roi.height = round(roi.y_offset * sy), round(roi.height * sy)
+    out.roi.do_rectify = roi.do_rectify
+    return out

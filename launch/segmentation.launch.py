@@ -1,6 +1,7 @@
 """Launch etc_ros's segmentation node (and optionally RViz) with the large-frame DDS profile.
 
     ros2 launch etc_ros segmentation.launch.py image_topics:="['/cam/image_raw']" rviz:=true
+    ros2 launch etc_ros segmentation.launch.py autostart:=false   # a lifecycle manager drives it
 
 Arguments left empty keep the value from `params_file` (config/segmentation.yaml by default).
 """
@@ -28,6 +29,8 @@ OVERRIDES = {
     "mono16_bits": "Significant bits of mono16/16UC1 input (8..16, e.g. 12).",
     "latency_budget_ms": "Diagnostics WARN above this p95 latency (ms).",
     "tc_monitor": "true: live temporal-consistency monitor in /diagnostics.",
+    "camera_info_topics": "CameraInfo topic per image topic, a YAML list ('' = beside it).",
+    "autostart": "true: configure + activate at start; false: a lifecycle manager does.",
 }
 
 
@@ -40,8 +43,9 @@ def _segmentation_node(context: LaunchContext) -> list[Node]:
         value = LaunchConfiguration(name).perform(context)
         if value:
             params[name] = value if name == "model_path" else yaml.safe_load(value)
-    if isinstance(params.get("image_topics"), str):  # image_topics:=/cam/image_raw
-        params["image_topics"] = [params["image_topics"]]
+    for name in ("image_topics", "camera_info_topics"):
+        if isinstance(params.get(name), str):  # image_topics:=/cam/image_raw
+            params[name] = [params[name]]
     return [Node(
         package="etc_ros", executable=NODE_NAME, name=NODE_NAME,
         namespace=LaunchConfiguration("namespace"), parameters=[params],

@@ -16,6 +16,7 @@ import pytest
 import rclpy
 from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from fault_node import FAULT_VALUE, KILL_VALUE
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -28,7 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from etc_ros import image_io
 from etc_ros.checkpoint import METADATA_KEY
 from etc_ros.diagnostics import ERROR_AFTER_BAD_FRAMES, CameraStats
-from etc_ros.node import FAULT_INJECTION_ENV, SegmentationNode
+from etc_ros.node import SegmentationNode
 
 REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -267,11 +268,11 @@ class _Observer:
         with self.lock:
             self.labels.append(msg)
 
-    def send(self, tag: int, frame_id: str = "camera") -> None:
+    def send(self, tag: int, rgb: np.ndarray = GOOD_RGB) -> None:
         """A frame stamped now (the latency stays in budget), tagged in the nanoseconds."""
-        msg = image_io.rgb8_to_image(GOOD_RGB)
+        msg = image_io.rgb8_to_image(rgb)
         msg.header.stamp.sec = int(time.time())
-        msg.header.stamp.nanosec, msg.header.frame_id = tag, frame_id
+        msg.header.stamp.nanosec, msg.header.frame_id = tag, "camera"
         self.pub.publish(msg)
 
     def status_after(self, mark: int, level: bytes, text: str) -> DiagnosticStatus | None:
@@ -279,11 +280,12 @@ class _Observer:
             return next((s for s in self.statuses[mark:]
                          if s.level == level and text in s.message), None)
 
-    def sending_until(self, cond, tag: int, frame_id: str = "camera", what: str = "") -> object:
+    def sending_until(self, cond, tag: int, rgb: np.ndarray = GOOD_RGB,
+                      what: str = "") -> object:
         """A 10 Hz camera sending `tag` frames until cond() holds (the hang guard is long)."""
         end = time.monotonic() + 120
         while time.monotonic() < end:
-            self.send(tag, frame_id)
+            self.send(tag, rgb)
             deadline = time.monotonic() + 0.1
             while time.monotonic() < deadline:
                 if value := cond():
@@ -299,16 +301,16 @@ class _Observer:
 def test_worker_faults_show_error_on_diagnostics_and_serving_resumes(checkpoint):
     """The node as its own process, seen only through /diagnostics and its labels: OK while
     serving, WARN when the camera goes silent, ERROR for a failing batch and for a dead worker
-    thread (injected through the node's fault-injection test hook), then labels again."""
+    thread (injected by the model test/fault_node.py wraps, on marker frames), then labels
+    again."""
     camera = "/sup/image_raw"
-    env = dict(os.environ, **{FAULT_INJECTION_ENV: "boom"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "etc_ros.node", "--ros-args",
+        [sys.executable, str(REPO / "test" / "fault_node.py"), "--ros-args",
          "-p", f"image_topics:=['{camera}']", "-p", f"model_path:={checkpoint}",
          "-p", "device:=cpu", "-p", "input_reliability:=reliable",
          "-p", "diagnostics_period_s:=0.2", "-p", "stale_timeout_s:=1.0",
          "-p", "latency_budget_ms:=1000000.0"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     context = Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
@@ -330,7 +332,8 @@ def test_worker_faults_show_error_on_diagnostics_and_serving_resumes(checkpoint)
         # ERROR: a batch raises; it is reported, and the next frames are served.
         mark = len(obs.statuses)
         error = obs.sending_until(
-            lambda: obs.status_after(mark, DiagnosticStatus.ERROR, "InjectedFault"), 3, "boom",
+            lambda: obs.status_after(mark, DiagnosticStatus.ERROR, "InjectedFault"), 3,
+            np.full_like(GOOD_RGB, FAULT_VALUE),
             what="ERROR for a failing batch")
         assert int(_values(error)["worker failures"]) >= 1
         assert "InjectedFault" in _values(error)["last worker failure"]
@@ -344,7 +347,7 @@ def test_worker_faults_show_error_on_diagnostics_and_serving_resumes(checkpoint)
         mark = len(obs.statuses)
         died = obs.sending_until(
             lambda: obs.status_after(mark, DiagnosticStatus.ERROR, "inference worker died"), 6,
-            "boom:kill", what="ERROR for a dead worker")
+            np.full_like(GOOD_RGB, KILL_VALUE), what="ERROR for a dead worker")
         assert "_InjectedWorkerDeath" in died.message
         obs.sending_until(lambda: obs.label_with(7), 7, what="labels from the new worker")
         assert int(_values(obs.statuses[-1])["worker restarts"]) >= 1
