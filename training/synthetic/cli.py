@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 
+from .domains import DOMAINS
 from .generate import generate_dataset, write_video
 from .scene import DEFAULT_DIFFICULTY
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="render at this multiple of the output size, then downsample")
     parser.add_argument("--difficulty", type=float, default=DEFAULT_DIFFICULTY,
                         help="0..1: strength of exposure drift, motion blur, noise and JPEG")
+    parser.add_argument("--domain", choices=DOMAINS, default="default",
+                        help="the look: default, or shifted (wet autumn dusk in fog through a "
+                             "cheap night camera; same places), for measuring adaptation")
     parser.add_argument("--video", type=Path, help="write one sequence as mp4 instead")
     parser.add_argument("--video-frames", type=int, default=100)
     args = parser.parse_args(argv)
@@ -48,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     if args.video is not None:
         write_video(args.video, args.video_frames, args.height, args.width, args.seed,
-                    args.difficulty, args.render_scale)
+                    args.difficulty, args.render_scale, args.domain)
         return 0
     counts = {"train": args.train, "val": args.val, "test": args.test}
     stats = generate_dataset(args.out, counts, args.frames, args.height, args.width, args.seed,
-                             args.difficulty, args.render_scale, args.workers)
+                             args.difficulty, args.render_scale, args.workers, args.domain)
     print(f"synthetic: {stats['frames']} frames of {args.height}x{args.width} (render x"
           f"{args.render_scale}) in {stats['seconds']:.1f} s = {stats['fps']:.2f} frames/s "
           f"with {args.workers} worker(s)")

@@ -29,13 +29,13 @@ def sequence_seed(seed: int, split: str, index: int) -> int:
 
 def write_sequence(task: tuple) -> int:
     """Render one sequence into ``seq_dir``/images and /labels; returns the frame count."""
-    seq_dir, seq_seed, frames, height, width, render_scale, difficulty = task
+    seq_dir, seq_seed, frames, height, width, render_scale, difficulty, domain = task
     cv2.setNumThreads(1)
     seq_dir = Path(seq_dir)
     (seq_dir / "images").mkdir(parents=True, exist_ok=True)
     (seq_dir / "labels").mkdir(parents=True, exist_ok=True)
     for frame, (rgb, label) in enumerate(render_sequence(seq_seed, frames, height, width,
-                                                         render_scale, difficulty)):
+                                                         render_scale, difficulty, domain)):
         name = f"{frame:06d}.png"
         cv2.imwrite(str(seq_dir / "images" / name), rgb[..., ::-1])
         cv2.imwrite(str(seq_dir / "labels" / name), label)
@@ -65,28 +65,28 @@ def run_tasks(tasks: list[tuple], workers: int, desc: str) -> tuple[int, float]:
 
 def generate_split(root: Path, split: str, count: int, frames: int, height: int, width: int,
                    seed: int = 0, difficulty: float = DEFAULT_DIFFICULTY, render_scale: int = 2,
-                   workers: int = 1) -> list[Path]:
+                   workers: int = 1, domain: str = "default") -> list[Path]:
     """Write ``count`` sequences of ``split`` in the generic layout; returns their folders."""
     dirs = [Path(root) / split / f"{split}_{i:03d}" for i in range(count)]
-    tasks = [(d, sequence_seed(seed, split, i), frames, height, width, render_scale, difficulty)
-             for i, d in enumerate(dirs)]
+    tasks = [(d, sequence_seed(seed, split, i), frames, height, width, render_scale, difficulty,
+              domain) for i, d in enumerate(dirs)]
     run_tasks(tasks, workers, f"synthetic {split}")
     return dirs
 
 
 def generate_dataset(root: Path, counts: dict[str, int], frames: int, height: int, width: int,
                      seed: int = 0, difficulty: float = DEFAULT_DIFFICULTY, render_scale: int = 2,
-                     workers: int = 1) -> dict:
+                     workers: int = 1, domain: str = "default") -> dict:
     """All splits (one pool for all sequences) plus ``synthetic.json``; returns the timing."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     tasks = [(root / split / f"{split}_{i:03d}", sequence_seed(seed, split, i), frames, height,
-              width, render_scale, difficulty)
+              width, render_scale, difficulty, domain)
              for split in SPLITS for i in range(counts.get(split, 0))]
     n, seconds = run_tasks(tasks, workers, "synthetic")
     meta = {"generator": "training.synthetic", "version": VERSION, "seed": seed,
             "frames": frames, "height": height, "width": width, "render_scale": render_scale,
-            "difficulty": difficulty, "fps": FPS,
+            "difficulty": difficulty, "domain": domain, "fps": FPS,
             "sequences": {s: counts.get(s, 0) for s in SPLITS},
             "train_ids": list(USED_TRAIN_IDS)}
     (root / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -94,7 +94,8 @@ def generate_dataset(root: Path, counts: dict[str, int], frames: int, height: in
 
 
 def write_video(path: Path, frames: int, height: int, width: int, seed: int = 0,
-                difficulty: float = DEFAULT_DIFFICULTY, render_scale: int = 2) -> None:
+                difficulty: float = DEFAULT_DIFFICULTY, render_scale: int = 2,
+                domain: str = "default") -> None:
     """One held-out sequence (its own seed stream) as an mp4 for the node demo."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def write_video(path: Path, frames: int, height: int, width: int, seed: int = 0,
         raise RuntimeError(f"cannot open video writer for {path}")
     try:
         frames_iter = render_sequence(sequence_seed(seed, "video", 0), frames, height, width,
-                                      render_scale, difficulty)
+                                      render_scale, difficulty, domain)
         for rgb, _ in tqdm(frames_iter, total=frames, desc="synthetic video", unit="frame"):
             writer.write(np.ascontiguousarray(rgb[..., ::-1]))
     finally:

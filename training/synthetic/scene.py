@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from .camera import EgoMotion, sample_motion, sample_rig
+from .domains import DOMAINS, shift_pipeline, shift_rng, shift_style
 from .layout import Layout, sample_layout
 from .materials import Style, detail_tile, paint_ground, sample_style, sky_panorama
 from .objects import FPS, Building, Object, make_object
@@ -81,10 +82,15 @@ def collides(obj: Object, motion: EgoMotion, duration: float) -> bool:
 
 
 def make_scene(seed: int, frames: int, height: int, width: int, render_scale: int = 2,
-               difficulty: float = DEFAULT_DIFFICULTY) -> Scene:
-    """Draw every random choice of one sequence from ``seed``."""
+               difficulty: float = DEFAULT_DIFFICULTY, domain: str = "default") -> Scene:
+    """Draw every random choice of one sequence from ``seed``; ``domain`` picks its look."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; choose one of {DOMAINS}")
     rng = np.random.default_rng(seed)
     style = sample_style(rng)
+    shifted = domain == "shifted"
+    if shifted:
+        style = shift_style(style, shift_rng(seed))
     rig = sample_rig(rng, str(rng.choice(["car", "car", "robot", "person", "mast"])))
     duration = frames / FPS
     density = rng.uniform(0.6, 1.3)
@@ -97,10 +103,13 @@ def make_scene(seed: int, frames: int, height: int, width: int, render_scale: in
     motion = sample_motion(rng, layout.ego_path, rig, layout.ego_lateral, duration,
                            layout.ego_start)
     objects = [o for o in objects if not collides(o, motion, duration)]
+    detail, sky = detail_tile(rng, style), sky_panorama(rng, style)
+    pipe = sample_pipeline(rng, frames, difficulty)
+    if shifted:
+        pipe = shift_pipeline(pipe, shift_rng(seed + 1))
     return Scene(seed, height, width, render_scale, focal, style, layout.x0, layout.z0,
                  layout.ppm, ground.astype(np.float32), layout.classes, layout.material,
-                 detail_tile(rng, style), sky_panorama(rng, style), objects, motion,
-                 sample_pipeline(rng, frames, difficulty), layout.kind)
+                 detail, sky, objects, motion, pipe, layout.kind)
 
 
 def render_frame(scene: Scene, frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,9 +148,9 @@ def render_frame(scene: Scene, frame: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_sequence(seed: int, frames: int, height: int, width: int, render_scale: int = 2,
-                    difficulty: float = DEFAULT_DIFFICULTY
+                    difficulty: float = DEFAULT_DIFFICULTY, domain: str = "default"
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (rgb uint8 HxWx3, label uint8 HxW train ids) for each frame of one sequence."""
-    scene = make_scene(seed, frames, height, width, render_scale, difficulty)
+    scene = make_scene(seed, frames, height, width, render_scale, difficulty, domain)
     for frame in range(frames):
         yield render_frame(scene, frame)
