@@ -19,7 +19,16 @@ setup(
          + glob(f"{PACKAGE}/weights/*.onnx")),
         (f"share/{PACKAGE}/assets", glob("assets/*.mp4")),
     ],
+    # ROS and system packages come from rosdep (package.xml); pip users pick an extra. The
+    # node's runtime is torch-free: a .onnx model on ONNX Runtime ("robot", or "robot-gpu" for
+    # CUDA/TensorRT). torch only for the torch backend, .safetensors checkpoints and export.
     install_requires=["setuptools"],
+    extras_require={
+        "robot": ["numpy", "opencv-python-headless", "pyyaml", "onnxruntime"],
+        "robot-gpu": ["numpy", "opencv-python-headless", "pyyaml", "onnxruntime-gpu"],
+        "torch": ["torch", "torchvision", "safetensors", "onnx"],
+        "tools": ["tqdm", "matplotlib", "rosbags"],
+    },
     zip_safe=False,
     maintainer="etc_ros team",
     maintainer_email="team@etc-ros.invalid",

@@ -108,7 +108,8 @@ def test_installed_node_segments_with_its_default_model(workspace: Path) -> None
 
 # import name -> rosdep key, for everything the installed package (runtime and tools) imports
 ROSDEP_KEYS = {
-    "rclpy": "rclpy", "sensor_msgs": "sensor_msgs", "std_msgs": "std_msgs",
+    "rclpy": "rclpy", "lifecycle_msgs": "lifecycle_msgs", "sensor_msgs": "sensor_msgs",
+    "std_msgs": "std_msgs",
     "diagnostic_msgs": "diagnostic_msgs", "rcl_interfaces": "rcl_interfaces",
     "ament_index_python": "ament_index_python", "launch": "launch", "launch_ros": "launch_ros",
     "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
@@ -139,3 +140,23 @@ def test_package_xml_declares_every_import() -> None:
     assert not unknown, f"imports without a known rosdep key: {unknown}"
     missing = {m: ROSDEP_KEYS[m] for m in third_party if ROSDEP_KEYS[m] not in declared}
     assert not missing, f"package.xml lacks: {missing}"
+
+
+def test_unconditional_dependencies_are_the_torch_free_node_s() -> None:
+    """What the node imports with a .onnx model (torch blocked) is installed by a plain
+    `rosdep install`; torch and everything only the torch path needs waits for
+    ETC_ROS_TORCH=true."""
+    import xml.etree.ElementTree as ET
+
+    script = ("import sys; sys.path.insert(0, 'test'); from without_torch import block_torch; "
+              "block_torch(); import etc_ros.node, etc_ros.tc_monitor, onnxruntime; "
+              "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    imported = set(proc.stdout.split())
+    root = ET.parse(REPO / "package.xml").getroot()
+    plain = {e.text for e in root.iter("exec_depend") if not e.get("condition")}
+    needed = {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS}
+    assert needed <= plain, f"conditional but imported by the node: {needed - plain}"
+    assert not {"python3-torch", "python3-torchvision", "python3-safetensors-pip"} & plain
