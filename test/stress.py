@@ -23,7 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-# The tests that start node processes and stop them with signals, or rely on timing.
+# The tests that start node processes and stop them with signals, or rely on timing (the
+# lifecycle tests whole: every transition and SIGINT in every state).
 CROSS_PROCESS_TESTS = (
     "test/test_node_faults.py::test_startup_failures_print_one_line_and_exit_nonzero",
     "test/test_node_faults.py::test_worker_faults_show_error_on_diagnostics_and_serving_resumes",
@@ -33,6 +34,9 @@ CROSS_PROCESS_TESTS = (
     "test/test_demo.py::test_demo_end_to_end",
     "test/test_demo.py::test_demo_node_failure_is_one_line",
     "test/test_launch_config.py::test_node_loads_the_profile_by_itself_under_a_bare_ros2_run",
+    "test/test_lifecycle_node.py",
+    "test/test_camera_info_node.py::test_camera_info_matches_the_labels_at_both_resolutions",
+    "test/test_torch_free_node.py::test_node_without_torch_labels_as_the_torch_backend",
 )
 HOG = "while True: pass"
 
