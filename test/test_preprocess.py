@@ -24,8 +24,8 @@ from etc_ros.metrics import (
     percentiles,
 )
 from training.datasets import VideoSequence
-from training.train import TrainConfig, Validator
 from training.transforms import Clip, resize_clip
+from training.validation import Validator
 
 NUM_CLASSES = 19
 
@@ -66,9 +66,7 @@ def test_validation_feeds_the_model_what_the_node_does(checkpoint: Path, tmp_pat
                                                        size: tuple[int, int]) -> None:
     seg = Segmenter(checkpoint, "cpu")
     frames = _frames(*size, n=2, seed=sum(size))
-    cfg = TrainConfig(arch=seg.meta.architecture, num_classes=NUM_CLASSES,
-                      input_size=seg.input_size)
-    validator = Validator([_sequence(tmp_path / "seq", frames, {})], cfg)
+    validator = Validator([_sequence(tmp_path / "seq", frames, {})], NUM_CLASSES, seg.input_size)
     val_images = validator.sequences[0][0]
     for frame, val in zip(frames, val_images, strict=True):
         torch.testing.assert_close(val, _model_inputs(seg, frame), atol=1e-5, rtol=0)
@@ -94,9 +92,7 @@ def test_val_miou_is_evaluates_miou_at_label_resolution(checkpoint: Path, tmp_pa
     conf = new_confusion(NUM_CLASSES)
     for i, gt in gts.items():
         accumulate_confusion(conf, gt, served[i])
-    cfg = TrainConfig(arch=seg.meta.architecture, num_classes=NUM_CLASSES,
-                      input_size=seg.input_size)
-    validator = Validator([_sequence(tmp_path / "seq", frames, gts)], cfg)
+    validator = Validator([_sequence(tmp_path / "seq", frames, gts)], NUM_CLASSES, seg.input_size)
     model, _ = load_model(checkpoint, torch.device("cpu"))
     metrics = validator(model, torch.device("cpu"))
     assert 0.0 < metrics["miou"] < 100.0
@@ -105,11 +101,12 @@ def test_val_miou_is_evaluates_miou_at_label_resolution(checkpoint: Path, tmp_pa
     # flows shared through a cache folder (what training runs do): same metrics, a second run reads
     seq3 = _sequence(tmp_path / "seq3", frames, gts)
     for _ in range(2):
-        shared = Validator([seq3], cfg, flow_cache_dir=tmp_path / "tc_flow")
+        shared = Validator([seq3], NUM_CLASSES, seg.input_size, flow_cache_dir=tmp_path / "tc_flow")
         assert shared(model, torch.device("cpu")) == metrics
     assert len(list((tmp_path / "tc_flow").glob("*.npz"))) == 1
     # the teacher gate's validator: same mIoU, no flow prepared, no TC
-    gate = Validator([_sequence(tmp_path / "seq2", frames, gts)], cfg, with_tc=False)
+    gate = Validator([_sequence(tmp_path / "seq2", frames, gts)], NUM_CLASSES, seg.input_size,
+                     with_tc=False)
     assert all(flows == [] for _, _, flows in gate.sequences)
     assert [len(images) for images, _, _ in gate.sequences] == [2]  # the labelled frames only
     gate_metrics = gate(model, torch.device("cpu"))
