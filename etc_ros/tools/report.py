@@ -249,6 +249,12 @@ def _markers(groups: list[MethodSummary]) -> dict[int, str]:
     return {k: _MARKERS[i % len(_MARKERS)] for i, k in enumerate(intervals)}
 
 
+def _line_styles(groups: list[MethodSummary]) -> dict[int, str]:
+    """Solid for per-frame rows, then dashed, dotted, dash-dot for each keyframe interval."""
+    intervals = sorted({g.interval for g in groups})
+    return {k: ("-", "--", ":", "-.")[i % 4] for i, k in enumerate(intervals)}
+
+
 def summary_table(models: list[dict[str, Any]]) -> str:
     """Markdown: one line per method and keyframe interval, mean of its rows with their range."""
     lines = ["| method | rows | mIoU % | TC % | pixel TC % | mean latency ms "
@@ -317,9 +323,8 @@ def plot_tc_per_frame(models: list[dict[str, Any]], series: list[ModelSeries], p
     picked = chosen_series(models, series)
     group = group_names(models)
     groups = summarize(models)
-    colours, markers = _colours(groups), _markers(groups)
+    colours, styles = _colours(groups), _line_styles(groups)
     interval = {g.label: g.interval for g in groups}
-    styles = {k: s for k, s in zip(sorted(markers), ("-", "--", ":", "-."), strict=False)}
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.8), sharey=True)
     for ax, attr, title in ((axes[0], "tc_per_pair", "TC % (class set)"),
                             (axes[1], "tc_pixel_per_pair", "pixel TC %")):
@@ -379,14 +384,17 @@ def plot_latency(models: list[dict[str, Any]], series: list[ModelSeries], path: 
     """Histogram of per-frame latency for a few rows: the tail matters for a robot."""
     picked = chosen_series(models, series)
     group = group_names(models)
-    colours = _colours(summarize(models))
+    groups = summarize(models)
+    colours, styles = _colours(groups), _line_styles(groups)
+    interval = {g.label: g.interval for g in groups}
     fig, ax = plt.subplots(figsize=(8, 3.5))
     values = [v for _, s in picked for v in s.forward_ms if v > 0]
     bins = np.geomspace(min(values), max(values) * 1.01, 40) if values else 10
     for label, s in picked:
         if s.forward_ms:
             ax.hist(s.forward_ms, bins=bins, histtype="step", linewidth=1.3,
-                    color=colours[group[s.name]], label=f"{label} ({s.name})")
+                    linestyle=styles[interval[label]], color=colours[group[s.name]],
+                    label=f"{label} ({s.name})")
     if values:
         ax.set_xscale("log")
     ax.set_xlabel("per-frame latency (ms, log)")
