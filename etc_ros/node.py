@@ -207,6 +207,7 @@ class SegmentationNode(LifecycleNode):
         self._configured_timers: list[Timer] = []  # diagnostics: configured states
         self._active_timers: list[Timer] = []  # reliability follower, watchdog: active only
         self._configure_error = ""
+        self._autostarting = False  # a failed configure then goes to main's exit line
         self._static_values: dict[str, str] = {}
         self._failure_causes: set[tuple[str, str, int]] = set()
         self._last_failure_log = -1e9
@@ -228,7 +229,12 @@ class SegmentationNode(LifecycleNode):
 
     def _autostart(self) -> None:
         """configure + activate; a failure is a StartupError (the process exits with it)."""
-        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        self._autostarting = True
+        try:
+            configured = self.trigger_configure()
+        finally:
+            self._autostarting = False
+        if configured != TransitionCallbackReturn.SUCCESS:
             raise StartupError(self._configure_error or "configure failed")
         if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
             raise StartupError("activate failed")
@@ -242,7 +248,7 @@ class SegmentationNode(LifecycleNode):
             self._create_cameras(p)
         except Exception as exc:  # noqa: BLE001 - any failure leaves the node unconfigured
             self._release()
-            self._configure_failed(exc, state)
+            self._configure_failed(exc)
             return TransitionCallbackReturn.FAILURE
         self._configure_error = ""
         self._configured_timers.append(
@@ -255,24 +261,22 @@ class SegmentationNode(LifecycleNode):
             f"{seg.provider}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _configure_failed(self, exc: Exception, state: LifecycleState) -> None:
+    def _configure_failed(self, exc: Exception) -> None:
         """One line: to main's exit message when autostarting, else to the log and /diagnostics."""
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        if isinstance(exc, StartupError | CheckpointError):
-            self._configure_error = reason
-        else:
-            self._configure_error = f"{type(exc).__name__}: {reason}"
-        if state.label == "unconfigured" and not self.get_parameter("autostart").value:
-            details = "" if isinstance(exc, CONFIGURE_ERRORS) else _traceback(exc)
-            self.get_logger().error(f"configure failed: {self._configure_error}{details}")
-            msg = DiagnosticArray()
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.status.append(DiagnosticStatus(
-                level=DiagnosticStatus.ERROR, name=f"{self.get_name()}: lifecycle",
-                message=f"configure failed: {self._configure_error}",
-                hardware_id=self.get_name(),
-                values=[KeyValue(key="lifecycle state", value="unconfigured")]))
-            self._diag_pub.publish(msg)
+        expected = isinstance(exc, CONFIGURE_ERRORS)
+        self._configure_error = reason if expected else f"{type(exc).__name__}: {reason}"
+        if self._autostarting:
+            return
+        details = "" if expected else _traceback(exc)
+        self.get_logger().error(f"configure failed: {self._configure_error}{details}")
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status.append(DiagnosticStatus(
+            level=DiagnosticStatus.ERROR, name=f"{self.get_name()}: lifecycle",
+            message=f"configure failed: {self._configure_error}", hardware_id=self.get_name(),
+            values=[KeyValue(key="lifecycle state", value="unconfigured")]))
+        self._diag_pub.publish(msg)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe and start the worker (and the TC monitors, fresh for this activation)."""

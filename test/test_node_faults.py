@@ -213,6 +213,8 @@ STARTUP_FAILURES = {
     "parameter of the wrong type": ("good", ["-p", "max_pixels:=lots"], "max_pixels"),
     "two topics, one output": ("good", ["-p", "image_topics:=['/a/image_raw', "
                                         "'/a/image_raw/compressed']"], "image_topics"),
+    "camera_info for no camera": ("good", ["-p", "camera_info_topics:=['/a/info', '/b/info']"],
+                                  "camera_info_topics"),
 }
 
 
