@@ -81,3 +81,39 @@ def test_submit_does_not_block_while_worker_busy(monitor: LiveTCMonitor,
     # pairs (1,2) and (2,3) were superseded; only the newest pending pair ran
     assert seen == [(0, 1), (3, 4)]
     assert monitor.pairs_dropped == 2 and monitor.value() == pytest.approx(50.0)
+
+
+def test_numpy_flow_check_and_label_warp_match_the_torch_ones():
+    """The monitor's TC runs on numpy (no torch on a robot); evaluate and the training losses
+    use the torch warp. On real street frames both give the same mask and warped labels."""
+    import torch
+
+    from etc_ros.resources import resource
+    from etc_ros.temporal import (
+        compute_flow,
+        fb_consistent,
+        flow_to_tensor,
+        forward_backward_mask,
+        warp,
+        warp_labels,
+    )
+
+    cap = cv2.VideoCapture(str(resource("assets", "demo_street.mp4")))
+    frames = []
+    for _ in range(3):
+        ok, bgr = cap.read()
+        assert ok
+        frames.append(cv2.cvtColor(cv2.resize(bgr, (320, 160)), cv2.COLOR_BGR2RGB))
+    cap.release()
+    labels = block_labels(5, 160, 320)
+    for a, b in zip(frames, frames[1:], strict=False):
+        fw, bw = compute_flow(a, b, "medium"), compute_flow(b, a, "medium")
+        torch_mask = forward_backward_mask(flow_to_tensor(fw), flow_to_tensor(bw))[0, 0].numpy()
+        mask = fb_consistent(fw, bw)
+        assert 0.2 < mask.mean() < 1.0  # a real mix of consistent and inconsistent pixels
+        np.testing.assert_array_equal(mask, torch_mask)
+        lab = torch.from_numpy(labels.astype(np.int64))[None, None]
+        torch_warped, torch_inside = warp(lab, flow_to_tensor(fw), mode="nearest")
+        warped, inside = warp_labels(labels, fw)
+        np.testing.assert_array_equal(inside, torch_inside[0, 0].numpy())
+        np.testing.assert_array_equal(warped[inside], torch_warped[0, 0].numpy()[inside])
