@@ -8,7 +8,7 @@ ROS_ENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_LOG_DIR=$(CURDIR)/.ros_lo
            FASTDDS_DEFAULT_PROFILES_FILE=$(CURDIR)/config/fastdds_shm.xml
 
 .PHONY: venv test stress demo lint bench data train export ship-gpu results onnx pretrained \
-        real-data real-results
+        real-data real-results adapt adapt-experiment adapt-ship
 
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -151,3 +151,21 @@ real-results: venv
 	$(PY) -c "import cv2; cv2.imwrite('docs/results/real_strip.jpg', cv2.imread('out/eval_real/strip.png'), \
 	    [cv2.IMWRITE_JPEG_QUALITY, 85])"
 	$(EVAL) --video $(REAL)/vtest.avi $(MODELS) --json docs/results/real_video.json
+
+# Adapt the student to a camera's own unlabelled footage (docs/adaptation.md). FOOTAGE is any
+# mix of --bag PATH --topic T, --video FILE, --images DIR; the default is the real set's video
+# (`make real-data`) without the frames the real set labels (0, 400) and the TC stretch (700-).
+FOOTAGE ?= --video $(REAL)/vtest.avi --exclude 0-50,350-450,700-
+adapt: venv
+	$(PY) -m training.adapt $(FOOTAGE) --data-root $(DATA) --out runs/adapt
+
+# The measurements behind docs/adaptation.md: the controlled experiment on the shifted synthetic
+# domain (oracle, three pseudo-label sources, two seeds) and the vtest run, each evaluated.
+adapt-experiment: venv
+	training/recipes/adapt_experiment.sh
+	training/recipes/adapt_vtest.sh
+
+# The vtest example checkpoint: seed 0 of the vtest run (no picking of the better seed).
+adapt-ship: venv
+	cp runs/adapt_vtest/student_s0/student_adapted.safetensors \
+	    etc_ros/weights/student_etc_vtest.safetensors

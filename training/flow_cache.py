@@ -126,14 +126,24 @@ def build_cache(data_root: str | Path, split: str, layout: str = "generic", max_
         raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
     jobs = []
     for seq in load_sequences(data_root, split, layout):
-        todo = [(a, b) for a, b in neighbour_pairs(len(seq.frames), sorted(seq.labels),
-                                                   max_offset, label_stride)
-                if not flow_path(seq.flow_dir, seq.frame_ids[a], seq.frame_ids[b]).is_file()]
-        for i in range(0, len(todo), PAIRS_PER_JOB):
-            jobs.append(([str(p) for p in seq.frames], str(seq.flow_dir), list(seq.frame_ids),
-                         todo[i:i + PAIRS_PER_JOB], preset))
+        pairs = neighbour_pairs(len(seq.frames), sorted(seq.labels), max_offset, label_stride)
+        jobs += sequence_jobs(seq.frames, seq.flow_dir, seq.frame_ids, pairs, preset)
+    return cache_pairs(jobs, workers, f"flow {split}")
+
+
+def sequence_jobs(frames: Sequence[Path], flow_dir: Path, frame_ids: Sequence[int],
+                  pairs: Sequence[tuple[int, int]], preset: str = "medium") -> list[tuple]:
+    """Work items for ``cache_pairs``: the missing flows of ``pairs`` (indices into ``frames``)."""
+    todo = [(a, b) for a, b in pairs
+            if not flow_path(flow_dir, frame_ids[a], frame_ids[b]).is_file()]
+    return [([str(p) for p in frames], str(flow_dir), list(frame_ids),
+             todo[i:i + PAIRS_PER_JOB], preset) for i in range(0, len(todo), PAIRS_PER_JOB)]
+
+
+def cache_pairs(jobs: Sequence[tuple], workers: int, desc: str) -> int:
+    """Compute and store the flows of ``jobs`` on ``workers`` processes; returns the count."""
     total = sum(len(j[3]) for j in jobs)
-    with tqdm(total=total, desc=f"flow {split}", unit="pair") as bar:
+    with tqdm(total=total, desc=desc, unit="pair") as bar:
         if workers == 1:
             for job in jobs:
                 bar.update(_run_job(job))
