@@ -128,6 +128,7 @@ class AdaptConfig:
     # optimisation
     source_batch: int = 4
     target_batch: int = 4
+    teacher_batch: int = 2  # source and target batch of the teacher's phase (4x the pixels)
     iters: int = 600
     teacher_iters: int = 300
     lr: float = 0.002
@@ -172,8 +173,8 @@ def validate(cfg: AdaptConfig) -> None:
            "pseudo_threshold must be in (0, 1], class_quantile in [0, 1]")
     _check(0 <= cfg.classmix_prob <= 1 and 0 <= cfg.ema_decay < 1,
            "classmix_prob must be in [0, 1], ema_decay in [0, 1)")
-    _check(cfg.source_batch >= 1 and cfg.target_batch >= 1 and cfg.source_batch
-           + 2 * cfg.target_batch >= 2, "source_batch and target_batch must be >= 1")
+    _check(min(cfg.source_batch, cfg.target_batch, cfg.teacher_batch) >= 1,
+           "source_batch, target_batch and teacher_batch must be >= 1")
     _check(cfg.iters >= 1 and cfg.teacher_iters >= 1 and cfg.check_every >= 1,
            "iters, teacher_iters and check_every must be >= 1")
     _check(cfg.lr > 0 and cfg.workers >= 0 and cfg.flow_workers >= 1,
@@ -261,24 +262,25 @@ class Adapter:
         gen = torch.Generator().manual_seed(cfg.seed)
         kw = {"num_workers": cfg.workers, "drop_last": True, "generator": gen,
               "persistent_workers": cfg.workers > 0}
-        if len(target) < cfg.target_batch:
-            raise FootageError(f"only {len(target)} target clips for target_batch "
-                               f"{cfg.target_batch}")
-        return (_infinite(DataLoader(source, cfg.source_batch, shuffle=True, **kw)),
-                _infinite(DataLoader(target, cfg.target_batch, shuffle=True, **kw)))
+        batches = ((cfg.teacher_batch, cfg.teacher_batch) if phase.name == "teacher"
+                   else (cfg.source_batch, cfg.target_batch))
+        if len(target) < batches[1]:
+            raise FootageError(f"only {len(target)} target clips for a batch of {batches[1]}")
+        return (_infinite(DataLoader(source, batches[0], shuffle=True, **kw)),
+                _infinite(DataLoader(target, batches[1], shuffle=True, **kw)))
 
     @torch.no_grad()
     def _pseudo_labels(self, phase: Phase, ema: MeanTeacher | None, tgt: dict,
-                       thresholds: ClassThresholds) -> torch.Tensor:
-        size = tuple(phase.meta.input_size)
+                       teacher_s: torch.Tensor | None, thresholds: ClassThresholds
+                       ) -> torch.Tensor:
+        """Labels of frame t from the labeller's view of t-k (``teacher_s``: the adapted
+        teacher's logits of t-k at the student's size)."""
         fw, bw = tgt["flow_fw"], tgt["flow_bw"]
         labels = []
         if phase.labeller in ("ema", "agree"):
             labels.append(warped_pseudo_labels(ema.model(tgt["weak_s"]).softmax(1), fw, bw))
         if phase.labeller in ("teacher", "agree"):
-            logits = phase.teacher(tgt["teacher_s"])
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-            labels.append(warped_pseudo_labels(logits.softmax(1), fw, bw))
+            labels.append(warped_pseudo_labels(teacher_s.softmax(1), fw, bw))
         conf, label, valid = labels[0]
         if len(labels) == 2:  # agree: both labellers name the same class
             conf2, label2, valid2 = labels[1]
@@ -291,7 +293,17 @@ class Adapter:
                    thresholds: ClassThresholds, gen: torch.Generator
                    ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg, w = self.cfg, self.cfg.loss_weights
-        pseudo = self._pseudo_labels(phase, ema, tgt, thresholds)
+        teacher = None  # the adapted teacher on t and t-k, once for labels and distillation
+        if phase.teacher is not None:
+            with torch.no_grad():
+                t_out = phase.teacher.forward_train(torch.cat([tgt["teacher_t"],
+                                                               tgt["teacher_s"]]))
+            size = tuple(phase.meta.input_size)
+            teacher = [(F.interpolate(x.logits, size=size, mode="bilinear",
+                                      align_corners=False), x.features)
+                       for x in _split(t_out, [len(tgt["teacher_t"])] * 2)]
+        pseudo = self._pseudo_labels(phase, ema, tgt, None if teacher is None
+                                     else teacher[1][0], thresholds)
         src_img, src_label = src["images"][:, 0], src["label"]
         mixed, pseudo, pasted = classmix(tgt["strong_t"], pseudo, src_img, src_label, gen,
                                          cfg.classmix_prob)
@@ -309,24 +321,18 @@ class Adapter:
             mask = occlusion_mask(tgt["weak_t"], tgt["weak_s"], tgt["flow_fw"], tgt["flow_bw"])
             parts["temporal"] = temporal_loss(o_t.logits, o_s.logits, tgt["flow_fw"],
                                               mask=mask * keep)
-        if phase.distill:
-            with torch.no_grad():
-                t_out = phase.teacher.forward_train(torch.cat([tgt["teacher_t"],
-                                                               tgt["teacher_s"]]))
-            t_t, t_s = _split(t_out, [b_tgt, b_tgt])
-            size = o_t.logits.shape[-2:]
-            up = [F.interpolate(x.logits, size=size, mode="bilinear", align_corners=False)
-                  for x in (t_t, t_s)]
+        if phase.distill and teacher is not None:
+            (t_logits, t_feat), (s_logits, s_feat) = teacher
             if w.get("kd", 0) > 0:
-                parts["kd"] = 0.5 * (pixel_kd_loss(o_t.logits, up[0], cfg.temperature, keep)
-                                     + pixel_kd_loss(o_s.logits, up[1], cfg.temperature))
+                parts["kd"] = 0.5 * (pixel_kd_loss(o_t.logits, t_logits, cfg.temperature, keep)
+                                     + pixel_kd_loss(o_s.logits, s_logits, cfg.temperature))
             if w.get("pf", 0) > 0:
-                parts["pf"] = pf_loss(o_t.features, o_s.features, t_t.features, t_s.features,
+                parts["pf"] = pf_loss(o_t.features, o_s.features, t_feat, s_feat,
                                       cfg.affinity_grid)
             if w.get("structured", 0) > 0:
                 parts["structured"] = 0.5 * (
-                    structured_loss(o_t.features, t_t.features, cfg.affinity_grid)
-                    + structured_loss(o_s.features, t_s.features, cfg.affinity_grid))
+                    structured_loss(o_t.features, t_feat, cfg.affinity_grid)
+                    + structured_loss(o_s.features, s_feat, cfg.affinity_grid))
         total = sum(w[k] * v for k, v in parts.items())
         logged = {k: float(v.detach()) for k, v in parts.items()}
         logged["pseudo_kept"] = float((pseudo != 255).float().mean())
