@@ -128,7 +128,10 @@ class AdaptConfig:
     # optimisation
     source_batch: int = 4
     target_batch: int = 4
-    teacher_batch: int = 2  # source and target batch of the teacher's phase (4x the pixels)
+    teacher_batch: int = 2  # source and target batch of the teacher's phase
+    # the teacher's input size during adaptation (None: its checkpoint's); the CPU recipe runs
+    # it at the student's 128x256, a quarter of its own pixels
+    teacher_size: tuple[int, int] | None = None
     iters: int = 600
     teacher_iters: int = 300
     lr: float = 0.002
@@ -445,6 +448,8 @@ def adapt(cfg: AdaptConfig, specs: list[FootageSpec], exclude: list[tuple[int, i
         if teacher_meta.class_names != student_meta.class_names:
             raise ConfigError(f"teacher {cfg.teacher_checkpoint} and student "
                               f"{cfg.student_checkpoint} have different classes")
+        if cfg.teacher_size is not None:
+            teacher_meta = dataclasses.replace(teacher_meta, input_size=cfg.teacher_size)
     sizes = [tuple(student_meta.input_size)] + ([tuple(teacher_meta.input_size)]
                                                 if teacher_meta else [])
     work_size = max(sizes, key=lambda s: s[0] * s[1])

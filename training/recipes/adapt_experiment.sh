@@ -23,7 +23,8 @@ DEVICE=${DEVICE:-cpu}
 SEEDS=${SEEDS:-"0 1"}
 SOURCES=${SOURCES:-"student teacher agree"}
 ITERS=${ITERS:-300}
-TEACHER_ITERS=${TEACHER_ITERS:-150}
+TEACHER_ITERS=${TEACHER_ITERS:-100}
+TEACHER_SIZE=${TEACHER_SIZE:-"[128, 256]"}  # the teacher adapts at the student's size on a CPU
 STAGES=${STAGES:-"data oracle adapt eval"}
 RESULTS=${RESULTS:-docs/experiments/adaptation}
 STUDENT=etc_ros/weights/student_etc.safetensors
@@ -66,9 +67,17 @@ if has adapt; then
             run="$OUT/${src}_s$s"
             [ -f "$run/student_adapted.onnx" ] && continue
             resume=(); [ -d "$run/student" ] && resume=(--resume)
+            # agree uses the same adapted teacher as the teacher run of its seed (same phase)
+            if [ "$src" = agree ] && [ -f "$OUT/teacher_s$s/teacher/result.json" ] \
+                    && [ ! -d "$run/teacher" ]; then
+                mkdir -p "$run" && cp -r "$OUT/teacher_s$s/teacher" "$run/teacher"
+                sed -i "s#$OUT/teacher_s$s/teacher#$run/teacher#" "$run/teacher/result.json"
+                resume=(--resume)
+            fi
             $PY -m training.adapt "${FOOTAGE[@]}" --data-root "$SOURCE" --device "$DEVICE" \
                 --out "$run" --set pseudo_source="$src" --set seed="$s" --set iters="$ITERS" \
-                --set teacher_iters="$TEACHER_ITERS" --eval-data-root "$SHIFTED" \
+                --set teacher_iters="$TEACHER_ITERS" --set teacher_size="$TEACHER_SIZE" \
+                --eval-data-root "$SHIFTED" \
                 --eval-split test "${resume[@]}"
             cp "$run/student_adapted.safetensors" "$OUT/export/adapted_${src}_s$s.safetensors"
         done
