@@ -20,7 +20,7 @@ import torch
 import yaml
 from torchvision.models import resnet18, resnet101
 
-from etc_ros.checkpoint import load_model
+from etc_ros.checkpoint import load_checkpoint, load_model
 from etc_ros.models import build_model
 from training import export, train
 from training.config import ConfigError, TrainConfig, load_config, load_yaml
@@ -297,6 +297,29 @@ def test_export_writes_weights_the_node_loads(data: Path, tmp_path: Path) -> Non
     assert logits.shape == (1, 19, *SIZE) and torch.isfinite(logits).all()
     assert out.stat().st_size < (run / "best.safetensors").stat().st_size  # fp16
     assert export.main(["--run", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_init_checkpoint_fine_tunes_trained_weights(data: Path, teacher: Path,
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """init_checkpoint starts from trained weights (the adaptation oracle fine-tunes so); a
+    checkpoint of another architecture is a one-line error."""
+    first = tmp_path / "first"
+    assert _run(_config(tmp_path, "student_baseline", data), first) == 0
+    init = first / "best.safetensors"
+    tuned = tmp_path / "tuned"
+    config = _config(tmp_path, "student_baseline", data, backbone_weights=None,
+                     init_checkpoint=str(init), lr=1e-12, iters=1, val_every=1)
+    assert _run(config, tuned) == 0
+    before, _ = load_checkpoint(init)
+    after, _ = load_checkpoint(tuned / "last.safetensors")
+    weights = [k for k in before if k.endswith(".weight")]
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-3) for k in weights)
+    config = _config(tmp_path, "student_baseline", data, backbone_weights=None,
+                     init_checkpoint=str(teacher))
+    assert _run(config, tmp_path / "wrong") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: init_checkpoint") and "pspnet" in err
 
 
 # ------------------------------------------------------------------------------ bad inputs

@@ -47,6 +47,9 @@ class TrainConfig:
     num_classes: int = len(CITYSCAPES_CLASSES)
     pretrained_backbone: bool = False
     backbone_weights: str | None = None  # ImageNet backbone safetensors (training.pretrained)
+    # start from a trained checkpoint of the same architecture instead (fine-tuning; the
+    # adaptation experiment's oracle)
+    init_checkpoint: str | None = None
     backbone_lr_mult: float = 1.0  # backbone LR = lr x this (domain generalisation ablation)
     freeze_bn: bool = False  # backbone BN: ImageNet statistics and affine kept fixed
     # data
@@ -240,8 +243,10 @@ def validate_config(cfg: TrainConfig) -> None:
            "hue_jitter must be in 0..0.5, grayscale_prob and blur_prob in 0..1, noise_std >= 0")
     _check(0 <= cfg.class_recolour_prob <= 1, "class_recolour_prob must be in 0..1")
     _check(cfg.backbone_lr_mult >= 0, "backbone_lr_mult must be >= 0")
-    _check(not (cfg.backbone_weights and cfg.pretrained_backbone),
-           "set either backbone_weights (a converted file) or pretrained_backbone (download)")
+    _check(sum(map(bool, (cfg.backbone_weights, cfg.pretrained_backbone,
+                          cfg.init_checkpoint))) <= 1,
+           "set at most one of backbone_weights (a converted file), pretrained_backbone "
+           "(download) and init_checkpoint (a trained checkpoint)")
     _check(cfg.teacher_min_gain >= 0 and len(cfg.teacher_scales) >= 1
            and all(s > 0 for s in cfg.teacher_scales),
            "teacher_min_gain must be >= 0 and teacher_scales a non-empty list of scales > 0")

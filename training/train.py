@@ -225,6 +225,12 @@ def build(cfg: TrainConfig, out: Path, ddp: Dist, resume: bool) -> Run:
     model = build_model(cfg.arch, cfg.num_classes, cfg.pretrained_backbone)
     if cfg.backbone_weights is not None:
         load_backbone_weights(model, cfg.arch, cfg.backbone_weights)
+    if cfg.init_checkpoint is not None:
+        init, init_meta = load_model(cfg.init_checkpoint)
+        if init_meta.architecture != cfg.arch:
+            raise ConfigError(f"init_checkpoint {cfg.init_checkpoint} is a "
+                              f"{init_meta.architecture}, the config says arch {cfg.arch}")
+        model.load_state_dict(init.state_dict())
     model.to(ddp.device)
     loss_fn = ETCLoss(cfg.loss_weights, cfg.aux_weight, cfg.temperature,
                       cfg.affinity_grid).to(ddp.device)

@@ -9,9 +9,9 @@
 #   DEVICE=cuda ITERS=2000 TEACHER_ITERS=1000 training/recipes/adapt_experiment.sh  # on a GPU
 #
 # Stages: data (the shifted domain: 4 training videos of 150 frames, 2 val and 12 test sequences
-# of 24 frames, 256x512, generator seed 1), oracle (student_baseline.yaml on the target's
-# labels, per seed), adapt (training.adapt from the shipped student and teacher, one run per
-# pseudo-label source and seed), eval (one evaluate run per split over every model: the shifted
+# of 24 frames, 256x512, generator seed 1), oracle (adapt/oracle.yaml: the shipped student
+# fine-tuned on the target's labels with adaptation's budget, per seed), adapt (training.adapt
+# from the shipped student and teacher, one run per pseudo-label source and seed), eval (one evaluate run per split over every model: the shifted
 # test split, and the source's synthetic test split for forgetting).
 set -euo pipefail
 
@@ -48,7 +48,7 @@ if has oracle; then
         [ -f "$OUT/export/oracle_s$s.safetensors" ] && continue
         if [ ! -f "$run/.trained" ]; then
             resume=(); [ -f "$run/train_state.json" ] && resume=(--resume)
-            $PY -m training.train --config training/configs/student_baseline.yaml \
+            $PY -m training.train --config training/configs/adapt/oracle.yaml \
                 --data-root "$SHIFTED" --device "$DEVICE" --out "$run" --set seed="$s" \
                 "${resume[@]}"
             touch "$run/.trained"
