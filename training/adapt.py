@@ -469,7 +469,8 @@ def adapt(cfg: AdaptConfig, specs: list[FootageSpec], exclude: list[tuple[int, i
         timings["teacher"] = result.seconds
         adapted_teacher, _ = load_model(result.checkpoint, dev)
         save_checkpoint(out / "teacher_adapted.safetensors", adapted_teacher.state_dict(),
-                        _adapted_meta(teacher_meta, cfg, clips, result, cfg.teacher_checkpoint))
+                        _adapted_meta(teacher_meta, cfg, clips, result, cfg.teacher_checkpoint),
+                        half=True)
         adapted_teacher.requires_grad_(False)
     labeller = {"student": "ema", "teacher": "teacher", "agree": "agree"}[cfg.pseudo_source]
     result = adapter.run(Phase(
@@ -481,8 +482,9 @@ def adapt(cfg: AdaptConfig, specs: list[FootageSpec], exclude: list[tuple[int, i
     timings["student"] = result.seconds
     adapted, _ = load_model(result.checkpoint, "cpu")
     final = out / "student_adapted.safetensors"
-    save_checkpoint(final, adapted.state_dict(),
-                    _adapted_meta(student_meta, cfg, clips, result, cfg.student_checkpoint))
+    save_checkpoint(final, adapted.state_dict(),  # fp16 on disk, as the shipped weights
+                    _adapted_meta(student_meta, cfg, clips, result, cfg.student_checkpoint),
+                    half=True)
     t0 = time.perf_counter()
     export_onnx(final, final.with_suffix(".onnx"), log=lambda *_: None)
     timings["export"] = time.perf_counter() - t0
