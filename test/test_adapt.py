@@ -138,7 +138,9 @@ def test_collapse_guard_stops_and_keeps_last_healthy(world: dict[str, Path],
     assert student["selected_step"] == 0
     tensors, _ = load_checkpoint(out / "student_adapted.safetensors")
     before, _ = load_checkpoint(world["student"])
-    assert all(torch.equal(tensors[k], before[k]) for k in before)
+    for k in before:  # the result is stored in fp16, like the shipped weights
+        expected = before[k].half() if before[k].is_floating_point() else before[k]
+        assert torch.equal(tensors[k], expected), k
 
 
 def test_guard_rules() -> None:
