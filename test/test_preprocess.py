@@ -12,10 +12,8 @@ import pytest
 import torch
 
 from etc_ros.checkpoint import load_model
-from etc_ros.errors import one_line
-from etc_ros.preprocess import resize_image, resize_labels
-from etc_ros.segmenter import Segmenter
 from etc_ros.cli import EXIT_USAGE, Parser, fail
+from etc_ros.errors import one_line
 from etc_ros.metrics import (
     accumulate_confusion,
     class_iou,
@@ -23,6 +21,8 @@ from etc_ros.metrics import (
     new_confusion,
     percentiles,
 )
+from etc_ros.preprocess import resize_image, resize_labels
+from etc_ros.segmenter import Segmenter
 from training.datasets import VideoSequence
 from training.transforms import Clip, resize_clip
 from training.validation import Validator

@@ -24,8 +24,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from etc_ros import image_io
-from etc_ros.tools import replay
 from etc_ros.bags import BagWriter
+from etc_ros.tools import replay
 
 REPO = Path(__file__).resolve().parents[1]
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

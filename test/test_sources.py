@@ -10,8 +10,7 @@ import pytest
 from rclpy.serialization import serialize_message
 from std_msgs.msg import Header, String
 
-from etc_ros import image_io
-from etc_ros import bags, sources
+from etc_ros import bags, image_io, sources
 from etc_ros.bags import BagWriter
 from etc_ros.sources import SourceError
 
