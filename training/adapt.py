@@ -49,6 +49,7 @@ from etc_ros.errors import one_line
 from etc_ros.export_onnx import export as export_onnx
 from etc_ros.preprocess import resize_image
 from etc_ros.resources import DEFAULT_MODEL, resource
+from etc_ros.sources import SourceError, open_dataset
 from etc_ros.temporal import DIS_PRESETS, occlusion_mask
 from training.adapt_method import (
     ClassThresholds,
@@ -562,13 +563,15 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 overrides[key] = value
         cfg = load_adapt_config(args.config, overrides)
+        if args.eval_data_root:  # a wrong path is found now, not after the training
+            open_dataset(args.eval_data_root, args.eval_split)
         specs = _footage_specs(args)
         exclude = parse_ranges(args.exclude)
         args.out.mkdir(parents=True, exist_ok=True)
         report = adapt(cfg, specs, exclude, args.out, args.report_dir or args.out / "report",
                        args.device, args.resume,
                        (args.eval_data_root, args.eval_split) if args.eval_data_root else None)
-    except (ConfigError, DatasetError, FootageError, CheckpointError) as exc:
+    except (ConfigError, DatasetError, FootageError, CheckpointError, SourceError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     student = report["phases"]["student"]

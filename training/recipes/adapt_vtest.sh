@@ -27,21 +27,9 @@ EXCLUDE=0-50,350-450,700-
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 mkdir -p "$OUT" "$RESULTS"
 
-if has adapt; then
-    for s in $SEEDS; do
-        run="$OUT/student_s$s"
-        [ -f "$run/student_adapted.onnx" ] && continue
-        resume=(); [ -d "$run/student" ] && resume=(--resume)
-        # shellcheck disable=SC2086
-        $PY -m training.adapt --video "$REAL/vtest.avi" --exclude "$EXCLUDE" \
-            --data-root "$SOURCE" --device "$DEVICE" --out "$run" --set seed="$s" $SETS \
-            --eval-data-root "$EVAL_ROOT/vtest" --eval-split test "${resume[@]}"
-    done
-fi
-
-if has eval; then
-    # the real set split by what adaptation saw: its camera's frames, and six other photos
-    $PY - "$REAL" "$EVAL_ROOT" <<'EOF'
+# the real set split by what adaptation saw: its camera's frames, and six other photos; the
+# frames TC is measured on
+$PY - "$REAL" "$EVAL_ROOT" <<'EOF'
 import sys
 from pathlib import Path
 
@@ -66,6 +54,20 @@ while True:
         cv2.imwrite(str(tc / f"{index:06d}.png"), bgr)
     index += 1
 EOF
+
+if has adapt; then
+    for s in $SEEDS; do
+        run="$OUT/student_s$s"
+        [ -f "$run/student_adapted.onnx" ] && continue
+        resume=(); [ -d "$run/student" ] && resume=(--resume)
+        # shellcheck disable=SC2086
+        $PY -m training.adapt --video "$REAL/vtest.avi" --exclude "$EXCLUDE" \
+            --data-root "$SOURCE" --device "$DEVICE" --out "$run" --set seed="$s" $SETS \
+            --eval-data-root "$EVAL_ROOT/vtest" --eval-split test "${resume[@]}"
+    done
+fi
+
+if has eval; then
     models=(--model etc_ros/weights/student_baseline.safetensors
             --model etc_ros/weights/student_etc.safetensors)
     for s in $SEEDS; do
