@@ -5,14 +5,16 @@
 # target's labels bounds it.
 #
 #   training/recipes/adapt_experiment.sh                        # everything, seeds 0 and 1
-#   STAGES="adapt" SOURCES="teacher agree" SEEDS=0 training/recipes/adapt_experiment.sh
+#   STAGES="ablation eval" training/recipes/adapt_experiment.sh    # pseudo-label sources only
 #   DEVICE=cuda ITERS=2000 TEACHER_ITERS=1000 training/recipes/adapt_experiment.sh  # on a GPU
 #
 # Stages: data (the shifted domain: 4 training videos of 150 frames, 2 val and 12 test sequences
 # of 24 frames, 256x512, generator seed 1), oracle (adapt/oracle.yaml: the shipped student
 # fine-tuned on the target's labels with adaptation's budget, per seed), adapt (training.adapt
-# from the shipped student and teacher, one run per pseudo-label source and seed), eval (one evaluate run per split over every model: the shifted
-# test split, and the source's synthetic test split for forgetting).
+# from the shipped student, the default method, per seed), ablation (the pseudo-label sources
+# and a near-frozen labeller, 100 steps, seed 0), eval (one evaluate run per split: the shifted
+# val split for the ablation, the shifted test split for every model). Forgetting on the
+# source's test split is measured with the vtest models by training/recipes/adapt_vtest.sh.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -21,11 +23,11 @@ SHIFTED=${SHIFTED:-data/shifted}
 SOURCE=${SOURCE:-data/synthetic}
 DEVICE=${DEVICE:-cpu}
 SEEDS=${SEEDS:-"0 1"}
-SOURCES=${SOURCES:-"student teacher agree"}
 ITERS=${ITERS:-300}
 TEACHER_ITERS=${TEACHER_ITERS:-100}
 TEACHER_SIZE=${TEACHER_SIZE:-"[128, 256]"}  # the teacher adapts at the student's size on a CPU
-STAGES=${STAGES:-"data oracle adapt eval"}
+STAGES=${STAGES:-"data oracle adapt ablation eval"}
+ABLATION_ITERS=${ABLATION_ITERS:-100}
 RESULTS=${RESULTS:-docs/experiments/adaptation}
 STUDENT=etc_ros/weights/student_etc.safetensors
 BASELINE=etc_ros/weights/student_baseline.safetensors
@@ -61,35 +63,53 @@ fi
 FOOTAGE=()
 for seq in "$SHIFTED"/train/*/; do FOOTAGE+=(--images "${seq}images"); done
 
-if has adapt; then
+# adapt RUN SEED ITERS [--set ...]: one training.adapt run from the shipped student
+adapt() {
+    local run=$1 seed=$2 iters=$3; shift 3
+    [ -f "$run/student_adapted.onnx" ] && return 0
+    local resume=(); [ -d "$run/student" ] && resume=(--resume)
+    $PY -m training.adapt "${FOOTAGE[@]}" --data-root "$SOURCE" --device "$DEVICE" \
+        --out "$run" --set seed="$seed" --set iters="$iters" \
+        --set teacher_iters="$TEACHER_ITERS" --set teacher_size="$TEACHER_SIZE" \
+        --eval-data-root "$SHIFTED" --eval-split test "$@" "${resume[@]}"
+}
+
+if has adapt; then  # the default method, every seed
     for s in $SEEDS; do
-        for src in $SOURCES; do
-            run="$OUT/${src}_s$s"
-            [ -f "$run/student_adapted.onnx" ] && continue
-            resume=(); [ -d "$run/student" ] && resume=(--resume)
-            # agree uses the same adapted teacher as the teacher run of its seed (same phase)
-            if [ "$src" = agree ] && [ -f "$OUT/teacher_s$s/teacher/result.json" ] \
-                    && [ ! -d "$run/teacher" ]; then
-                mkdir -p "$run" && cp -r "$OUT/teacher_s$s/teacher" "$run/teacher"
-                sed -i "s#$OUT/teacher_s$s/teacher#$run/teacher#" "$run/teacher/result.json"
-                resume=(--resume)
-            fi
-            $PY -m training.adapt "${FOOTAGE[@]}" --data-root "$SOURCE" --device "$DEVICE" \
-                --out "$run" --set pseudo_source="$src" --set seed="$s" --set iters="$ITERS" \
-                --set teacher_iters="$TEACHER_ITERS" --set teacher_size="$TEACHER_SIZE" \
-                --eval-data-root "$SHIFTED" \
-                --eval-split test "${resume[@]}"
-            cp "$run/student_adapted.safetensors" "$OUT/export/adapted_${src}_s$s.safetensors"
-        done
+        adapt "$OUT/student_s$s" "$s" "$ITERS"
+        cp "$OUT/student_s$s/student_adapted.safetensors" "$OUT/export/adapted_student_s$s.safetensors"
+    done
+fi
+
+if has ablation; then  # pseudo-label sources at a third of the budget, seed 0
+    A="$OUT/ablation"
+    adapt "$A/student_s0" 0 "$ABLATION_ITERS" --set pseudo_source=student
+    adapt "$A/teacher_s0" 0 "$ABLATION_ITERS" --set pseudo_source=teacher
+    # agree adapts the same teacher (same seed, same phase): reuse it
+    if [ ! -d "$A/agree_s0/teacher" ]; then
+        mkdir -p "$A/agree_s0" && cp -r "$A/teacher_s0/teacher" "$A/agree_s0/teacher"
+        sed -i "s#$A/teacher_s0/teacher#$A/agree_s0/teacher#" "$A/agree_s0/teacher/result.json"
+    fi
+    adapt "$A/agree_s0" 0 "$ABLATION_ITERS" --set pseudo_source=agree --resume
+    adapt "$A/student_slow_s0" 0 "$ABLATION_ITERS" --set pseudo_source=student \
+        --set lr=0.0005 --set ema_decay=0.999
+    for v in student teacher agree student_slow; do
+        cp "$A/${v}_s0/student_adapted.safetensors" "$A/ablation_${v}_s0.safetensors"
     done
 fi
 
 if has eval; then
-    models=(--model "$BASELINE" --model "$STUDENT")
+    main=(--model "$BASELINE" --model "$STUDENT")
     for f in "$OUT"/export/oracle_s*.safetensors "$OUT"/export/adapted_*_s*.safetensors; do
-        [ -f "$f" ] && models+=(--model "$f")
+        [ -f "$f" ] && main+=(--model "$f")
+    done
+    ablation=()
+    for f in "$OUT"/ablation/ablation_*_s0.safetensors; do
+        [ -f "$f" ] && ablation+=(--model "$f")
     done
     EVAL="$PY -m etc_ros.evaluate --device $DEVICE"
-    $EVAL --dataset "$SHIFTED" --split test "${models[@]}" --json "$RESULTS/shifted_test.json"
-    $EVAL --dataset "$SOURCE" --split test "${models[@]}" --json "$RESULTS/synthetic_test.json"
+    $EVAL --dataset "$SHIFTED" --split val --model "$STUDENT" "${ablation[@]}" \
+        --json "$RESULTS/ablation_shifted_val.json"
+    $EVAL --dataset "$SHIFTED" --split test "${main[@]}" "${ablation[@]}" \
+        --json "$RESULTS/shifted_test.json"
 fi

@@ -7,9 +7,9 @@
 #   STAGES=eval training/recipes/adapt_vtest.sh        # only the evaluation
 #
 # Evaluate runs (one per comparison, every model in each): the held-out labelled vtest frames,
-# the six photos never adapted on (forgetting), TC on frames 700-794, the synthetic test split
-# (forgetting). Seed 0's student ships as etc_ros/weights/student_etc_vtest.safetensors
-# (`make adapt-ship`; no picking of the better seed).
+# the six photos never adapted on (forgetting), TC on frames 700-794, the first 96 frames of the
+# synthetic test split (forgetting). Seed 0's student ships as
+# etc_ros/weights/student_etc_vtest.safetensors (`make adapt-ship`; no picking of the better seed).
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -83,5 +83,12 @@ if has eval; then
     $EVAL --dataset "$EVAL_ROOT/photos" --split test "${models[@]}" \
         --json "$RESULTS/vtest_photos.json"
     $EVAL --images "$EVAL_ROOT/vtest_tc" "${models[@]}" --json "$RESULTS/vtest_tc.json"
-    $EVAL --dataset "$SOURCE" --split test "${models[@]}" --json "$RESULTS/vtest_synthetic_test.json"
+    # forgetting: the source's test split (its first 96 frames), with the controlled
+    # experiment's models when training/recipes/adapt_experiment.sh has made them
+    for f in runs/adapt_exp/export/oracle_s*.safetensors \
+             runs/adapt_exp/export/adapted_student_s*.safetensors; do
+        [ -f "$f" ] && models+=(--model "$f")
+    done
+    $EVAL --dataset "$SOURCE" --split test --max-frames 96 "${models[@]}" \
+        --json "$RESULTS/synthetic_test_forgetting.json"
 fi
