@@ -208,3 +208,21 @@ def test_auto_exposure_meters_the_scene_not_the_sky() -> None:
     flat = np.full((64, 64, 3), 0.2, np.float32)
     assert auto_exposure(flat, 0.2) == pytest.approx(1.0, rel=1e-3)
     assert auto_exposure(np.zeros((64, 64, 3), np.float32), 0.2) == 8.0  # clamped in the dark
+
+
+def test_shifted_domain_changes_the_look_not_the_scene() -> None:
+    """--domain shifted renders a seed's same places (labels equal to the default domain's)
+    with another look (darker, warmer images), and never changes the default output."""
+    seed = sequence_seed(0, "train", 3)
+    default = list(render_sequence(seed, 2, 48, 96))
+    again = list(render_sequence(seed, 2, 48, 96, domain="default"))
+    shifted = list(render_sequence(seed, 2, 48, 96, domain="shifted"))
+    for (rgb, label), (rgb2, label2), (rgb_s, label_s) in zip(default, again, shifted,
+                                                              strict=True):
+        assert np.array_equal(rgb, rgb2) and np.array_equal(label, label2)
+        assert np.array_equal(label, label_s)
+        assert rgb_s.mean() < rgb.mean()  # dusk in fog
+        r, b = rgb_s[..., 0].astype(float).mean(), rgb_s[..., 2].astype(float).mean()
+        assert r > b  # the warm night camera
+    with pytest.raises(ValueError, match="unknown domain"):
+        next(render_sequence(seed, 1, 48, 96, domain="mars"))
