@@ -133,8 +133,8 @@ class AdaptConfig:
     # the teacher's input size during adaptation (None: its checkpoint's); the CPU recipe runs
     # it at the student's 128x256, a quarter of its own pixels
     teacher_size: tuple[int, int] | None = None
-    iters: int = 600
-    teacher_iters: int = 300
+    iters: int = 300
+    teacher_iters: int = 100
     lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 0.0005
